@@ -1,0 +1,1 @@
+//! CURP consensus (being written).

@@ -1,0 +1,9 @@
+//! `xline-server`: an etcd-v3-compatible key-value server.
+//!
+//! Layers, from the wire inwards: `service` (gRPC edge: validate, propose or read, map errors),
+//! `command` (the replicated request type, a `curp::Command`), `executor` (applies committed
+//! commands to the MVCC store in log order), `mvcc` (revisions, key index, the store) and
+//! `storage` (the backend trait and its engines).
+
+pub mod mvcc;
+pub mod storage;

@@ -1,0 +1,2 @@
+//! The `xline` server binary (being written).
+fn main() {}
