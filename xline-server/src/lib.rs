@@ -1,9 +1,17 @@
 //! `xline-server`: an etcd-v3-compatible key-value server.
 //!
-//! Layers, from the wire inwards: `service` (gRPC edge: validate, propose or read, map errors),
-//! `command` (the replicated request type, a `curp::Command`), `executor` (applies committed
-//! commands to the MVCC store in log order), `mvcc` (revisions, key index, the store) and
-//! `storage` (the backend trait and its engines).
+//! Layers, from the wire inwards: [`service`] (gRPC edge: validate, propose or read, map errors
+//! through [`status`]), [`command`] (the replicated request type, a `curp::Command`),
+//! [`executor`] (applies committed commands to the MVCC store in log order), [`mvcc`]
+//! (revisions, key index, the store) and [`storage`] (the backend trait and its engines).
+//! [`server`] wires them together; [`config`] is the command line.
 
+pub mod command;
+pub mod config;
+pub mod error;
+pub mod executor;
 pub mod mvcc;
+pub mod server;
+pub mod service;
+pub mod status;
 pub mod storage;

@@ -1,2 +1,43 @@
-//! The `xline` server binary (being written).
-fn main() {}
+//! `xline`: an etcd-v3-compatible key-value server. Accepts etcd's flags; with none, serves one
+//! member on localhost:2379 with its data in `./default.xline`.
+
+use clap::Parser;
+use xline_server::config::{ServerConfig, preprocess_args};
+use xline_server::server;
+
+fn main() -> std::process::ExitCode {
+    let (args, ignored) = preprocess_args(std::env::args());
+    let config = ServerConfig::parse_from(args);
+    let level = match config.log_level.as_str() {
+        "debug" => tracing::Level::DEBUG,
+        "warn" => tracing::Level::WARN,
+        "error" | "panic" | "fatal" => tracing::Level::ERROR,
+        _ => tracing::Level::INFO,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    for flag in ignored {
+        tracing::warn!(flag = %flag, "etcd flag accepted but ignored by xline");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("xline")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server::run(config, server::shutdown_signal())) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "xline stopped with an error");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

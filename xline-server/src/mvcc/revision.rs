@@ -59,7 +59,12 @@ mod tests {
 
     #[test]
     fn key_order_is_revision_order() {
-        let revs = [Revision::new(1, 0), Revision::new(1, 1), Revision::new(2, 0), Revision::new(256, 3)];
+        let revs = [
+            Revision::new(1, 0),
+            Revision::new(1, 1),
+            Revision::new(2, 0),
+            Revision::new(256, 3),
+        ];
         for pair in revs.windows(2) {
             assert!(pair[0] < pair[1]);
             assert!(pair[0].to_key(false) < pair[1].to_key(true));

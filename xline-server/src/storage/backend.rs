@@ -29,7 +29,10 @@ pub struct BackendError {
 impl BackendError {
     /// Wraps an engine error.
     pub fn new(op: &'static str, err: impl std::fmt::Display) -> Self {
-        Self { op, message: err.to_string() }
+        Self {
+            op,
+            message: err.to_string(),
+        }
     }
 }
 
@@ -68,12 +71,19 @@ impl WriteBatch {
 
     /// Queues a put.
     pub fn put(&mut self, table: Table, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.ops.push(WriteOp::Put { table, key: key.into(), value: value.into() });
+        self.ops.push(WriteOp::Put {
+            table,
+            key: key.into(),
+            value: value.into(),
+        });
     }
 
     /// Queues a delete.
     pub fn delete(&mut self, table: Table, key: impl Into<Vec<u8>>) {
-        self.ops.push(WriteOp::Delete { table, key: key.into() });
+        self.ops.push(WriteOp::Delete {
+            table,
+            key: key.into(),
+        });
     }
 
     /// The queued ops, in order. Later ops on the same key win.

@@ -19,8 +19,14 @@ pub enum Table {
 
 impl Table {
     /// Every table, for implementations that create them up front.
-    pub const ALL: [Table; 6] =
-        [Table::Kv, Table::Meta, Table::Lease, Table::Auth, Table::Members, Table::Alarm];
+    pub const ALL: [Table; 6] = [
+        Table::Kv,
+        Table::Meta,
+        Table::Lease,
+        Table::Auth,
+        Table::Members,
+        Table::Alarm,
+    ];
 
     /// A stable name, used as the table name on disk.
     pub fn name(self) -> &'static str {

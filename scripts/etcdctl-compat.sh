@@ -1,0 +1,453 @@
+#!/usr/bin/env bash
+# etcdctl compatibility check: runs the SAME list of etcdctl (API v3) commands against a fresh
+# reference etcd (Debian's etcd-server, 3.4.x) and against a fresh xline, each on its own free
+# loopback ports and temporary data dir, normalizes both transcripts and diffs them.
+#
+# Usage: scripts/etcdctl-compat.sh
+#
+# Environment:
+#   XLINE_BIN          xline binary (default: target/debug/xline, or $CARGO_TARGET_DIR/debug/xline;
+#                      when XLINE_BIN is unset the binary is (re)built with `cargo build --bin xline`)
+#   XLINE_EXTRA_ARGS   extra arguments for xline, split on spaces (e.g. "--backend memory")
+#   REFERENCE_ETCD     reference etcd binary (default: etcd)
+#   COMPAT_ETCDCTL     etcdctl binary (default: etcdctl)
+#   COMPAT_STARTUP_TIMEOUT  seconds to wait for "ready to serve client requests" (default: 90)
+#   COMPAT_KEEP_DIR    if set, raw and normalized transcripts and server logs are copied there
+#
+# Self-check of the normalization (etcd against etcd):
+#   XLINE_BIN=scripts/etcd-as-xline.sh scripts/etcdctl-compat.sh
+#
+# What is normalized (values that legitimately differ between two independent single-member
+# servers given the same requests) is listed in scripts/etcdctl-compat-normalize.py. Revisions are
+# NOT normalized: both servers start empty at revision 1 and receive the same writes.
+#
+# Exit status: 0 iff the normalized transcripts are identical after the KNOWN_DIFFERENCES filters
+# below; 1 on any difference; 2 on a setup failure (missing tool, server did not start).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CALLER_PWD=$PWD
+cd "$ROOT"
+NORMALIZER="$ROOT/scripts/etcdctl-compat-normalize.py"
+
+REF_ETCD=${REFERENCE_ETCD:-etcd}
+ETCDCTL=${COMPAT_ETCDCTL:-etcdctl}
+STARTUP_TIMEOUT=${COMPAT_STARTUP_TIMEOUT:-90}
+KEEP_DIR=${COMPAT_KEEP_DIR:-}
+read -r -a XLINE_EXTRA <<<"${XLINE_EXTRA_ARGS:-}"
+
+# Differences between xline and etcd that are understood and accepted. Each entry is a sed -E
+# expression applied to BOTH normalized transcripts before they are compared; every entry must
+# carry a comment saying why the difference is legitimate. Keep this list short: a difference
+# that a client could observe and that is not explained here is a bug.
+KNOWN_DIFFERENCES=(
+    # (none yet)
+)
+
+die() {
+    echo "etcdctl-compat: $*" >&2
+    exit 2
+}
+
+for tool in "$REF_ETCD" "$ETCDCTL" python3 diff sed; do
+    command -v "$tool" >/dev/null 2>&1 || die "required tool not found: $tool (see scripts/test.sh)"
+done
+
+# The servers and etcdctl must not pick up configuration from the caller's environment.
+while IFS= read -r var; do
+    unset "$var"
+done < <(compgen -e | grep -E '^ETCD(CTL)?_' || true)
+export ETCDCTL_API=3
+
+# ---- xline binary --------------------------------------------------------------------------
+if [[ -z ${XLINE_BIN:-} ]]; then
+    target_dir=${CARGO_TARGET_DIR:-target}
+    [[ $target_dir == /* ]] || target_dir="$ROOT/$target_dir" # cargo runs in $ROOT
+    XLINE_BIN="$target_dir/debug/xline"
+    echo "etcdctl-compat: building xline (cargo build --bin xline)"
+    cargo build --quiet --bin xline || die "cargo build --bin xline failed"
+fi
+if [[ $XLINE_BIN != */* ]]; then
+    # A bare command name: look it up on PATH.
+    XLINE_BIN=$(command -v "$XLINE_BIN") || die "xline binary not found on PATH: $XLINE_BIN"
+elif [[ $XLINE_BIN != /* ]]; then
+    # A relative path is relative to where the script was started from.
+    XLINE_BIN="$CALLER_PWD/$XLINE_BIN"
+fi
+[[ -x $XLINE_BIN ]] || die "xline binary not found or not executable: $XLINE_BIN"
+
+# ---- scratch space and process cleanup ------------------------------------------------------
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/etcdctl-compat.XXXXXX")
+PIDS=()
+
+# shellcheck disable=SC2317  # invoked through the EXIT trap
+cleanup() {
+    local pid _
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# free_ports N: N distinct loopback TCP ports that are free right now. They are drawn below the
+# kernel's ephemeral range, so an outgoing connection cannot take one before the server binds it.
+free_ports() {
+    python3 - "$1" <<'EOF'
+import random
+import socket
+import sys
+
+try:
+    with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as fh:
+        low = int(fh.read().split()[0])
+except OSError:
+    low = 32768
+low = max(low, 12000)
+ports = []
+while len(ports) < int(sys.argv[1]):
+    port = random.randrange(10000, low)
+    if port in ports:
+        continue
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+    ports.append(port)
+print(" ".join(map(str, ports)))
+EOF
+}
+
+# start_server NAME LOG CMD... : starts CMD in the background and waits for etcd's ready line.
+start_server() {
+    local name=$1 log=$2
+    shift 2
+    "$@" >"$log" 2>&1 </dev/null &
+    local pid=$!
+    PIDS+=("$pid")
+    local deadline=$((SECONDS + STARTUP_TIMEOUT))
+    until grep -q 'ready to serve client requests' "$log"; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "---- $name log ($log) ----" >&2
+            tail -n 50 "$log" >&2 || true
+            die "$name exited before it was ready"
+        fi
+        if ((SECONDS >= deadline)); then
+            echo "---- $name log ($log) ----" >&2
+            tail -n 50 "$log" >&2 || true
+            die "$name not ready after ${STARTUP_TIMEOUT}s"
+        fi
+        sleep 0.2
+    done
+    echo "etcdctl-compat: $name ready (pid $pid)"
+}
+
+read -r ETCD_CLIENT_PORT ETCD_PEER_PORT XLINE_CLIENT_PORT XLINE_PEER_PORT < <(free_ports 4)
+ETCD_URL="http://127.0.0.1:${ETCD_CLIENT_PORT}"
+ETCD_PEER_URL="http://127.0.0.1:${ETCD_PEER_PORT}"
+XLINE_URL="http://127.0.0.1:${XLINE_CLIENT_PORT}"
+XLINE_PEER_URL="http://127.0.0.1:${XLINE_PEER_PORT}"
+
+start_server etcd "$WORK/etcd.log" "$REF_ETCD" \
+    --name compat \
+    --data-dir "$WORK/etcd-data" \
+    --listen-client-urls "$ETCD_URL" \
+    --advertise-client-urls "$ETCD_URL" \
+    --listen-peer-urls "$ETCD_PEER_URL" \
+    --initial-advertise-peer-urls "$ETCD_PEER_URL" \
+    --initial-cluster "compat=${ETCD_PEER_URL}"
+
+# The same flags as etcd's (xline takes etcd's flag names), on xline's own ports. The peer flags
+# only decide the advertised peer URL (and with it the member id) as long as xline is one member;
+# they also keep xline off the default peer port 2380.
+start_server xline "$WORK/xline.log" "$XLINE_BIN" \
+    --name compat \
+    --data-dir "$WORK/xline-data" \
+    --listen-client-urls "$XLINE_URL" \
+    --advertise-client-urls "$XLINE_URL" \
+    --listen-peer-urls "$XLINE_PEER_URL" \
+    --initial-advertise-peer-urls "$XLINE_PEER_URL" \
+    --initial-cluster "compat=${XLINE_PEER_URL}" \
+    "${XLINE_EXTRA[@]}"
+
+# ---- transcript recording -------------------------------------------------------------------
+CUR_EP=""
+CUR_OUT=""
+SEQ=0
+
+# run_cmd LABEL STDIN ARGS... : runs `etcdctl ARGS` (STDIN piped in when non-empty) and appends
+# the command, its stdin, its stdout+stderr and its exit code to the current transcript.
+run_cmd() {
+    local label=$1 input=$2
+    shift 2
+    SEQ=$((SEQ + 1))
+    local out="$WORK/cmd.out" rc=0
+    {
+        printf '### %03d %s\n' "$SEQ" "$label"
+        printf '$ etcdctl'
+        printf ' %q' "$@"
+        printf '\n'
+        if [[ -n $input ]]; then
+            printf '%s' "$input" | sed 's/^/  | /'
+        fi
+    } >>"$CUR_OUT"
+    if [[ -n $input ]]; then
+        printf '%s' "$input" |
+            "$ETCDCTL" --endpoints="$CUR_EP" --dial-timeout=2s --command-timeout=5s "$@" \
+                >"$out" 2>&1 || rc=$?
+    else
+        "$ETCDCTL" --endpoints="$CUR_EP" --dial-timeout=2s --command-timeout=5s "$@" \
+            </dev/null >"$out" 2>&1 || rc=$?
+    fi
+    cat "$out" >>"$CUR_OUT"
+    # Some etcdctl printers (e.g. `-w fields` of del) end without a newline.
+    if [[ -s $out && -n $(tail -c 1 "$out") ]]; then
+        printf '\n' >>"$CUR_OUT"
+    fi
+    printf '[exit %d]\n\n' "$rc" >>"$CUR_OUT"
+}
+
+# c LABEL ARGS... : a plain etcdctl command.
+c() {
+    local label=$1
+    shift
+    run_cmd "$label" "" "$@"
+}
+
+# txn LABEL WRITE_OUT LINE... : `etcdctl txn -w WRITE_OUT` with LINE... (one per line) on stdin.
+# The stdin format is: compares, blank line, success ops, blank line, failure ops, blank line.
+txn() {
+    local label=$1 wout=$2 input
+    shift 2
+    printf -v input '%s\n' "$@"
+    run_cmd "$label" "$input" txn -w "$wout"
+}
+
+# The scenario. Revision numbers in comments are the expected ones (fresh server: revision 1);
+# later commands rely on them (--rev, compaction, create/mod compares).
+scenario() {
+    # --- cluster-level read-only RPCs
+    c "endpoint health" endpoint health
+    c "endpoint health json" endpoint health -w json
+    c "endpoint status json" endpoint status -w json
+    c "member list json" member list -w json
+    c "member list simple" member list
+
+    # --- put
+    c "put plain" put k1 v1                                   # rev 2
+    c "put json" put k2 v2 -w json                            # rev 3
+    c "put fields" put k3 v3 -w fields                        # rev 4
+    c "put prev-kv" put k1 v1b --prev-kv                      # rev 5
+    c "put prev-kv json" put k2 v2b --prev-kv -w json         # rev 6
+    c "put prev-kv on missing key" put k6 v6 --prev-kv -w json # rev 7
+    c "put ignore-value missing key" put k9 --ignore-value
+    c "put ignore-value existing key" put k3 --ignore-value   # rev 8 (k3 stays v3, version 2)
+    c "put ignore-value prev-kv json" put k3 --ignore-value --prev-kv -w json # rev 9
+    c "put lease missing" put k4 v4 --lease=1234
+    c "put lease missing json" put k4 v4 --lease=1234 -w json
+    c "put ignore-lease existing key" put k3 v3c --ignore-lease # rev 10
+    c "put ignore-lease missing key" put k5 v5 --ignore-lease
+    c "put spaces" put "key with spaces" "value with spaces"  # rev 11
+    c "put empty value" put empty ""                          # rev 12
+    c "get after ignore-value" get k3 -w json
+
+    # --- data for range / sort tests: every sort target gives a different order
+    c "put a/3 q" put a/3 q                                   # rev 13
+    c "put a/1 x" put a/1 x                                   # rev 14
+    c "put a/2 m" put a/2 m                                   # rev 15
+    c "put a/3 r" put a/3 r                                   # rev 16
+    c "put a/3 c" put a/3 c                                   # rev 17
+    c "put a/1 t" put a/1 t                                   # rev 18
+    c "put b" put b b0                                        # rev 19
+    c "put c" put c c0                                        # rev 20
+
+    # --- get
+    c "get single" get k1
+    c "get single json" get k1 -w json
+    c "get single fields" get k1 -w fields
+    c "get single simple" get k1 -w simple
+    c "get single hex" get k1 --hex
+    c "get missing" get nokey
+    c "get missing json" get nokey -w json
+    c "get key with spaces" get "key with spaces"
+    c "get empty value json" get empty -w json
+    c "get prefix" get a/ --prefix
+    c "get prefix json" get a/ --prefix -w json
+    c "get prefix fields" get a/ --prefix -w fields
+    c "get prefix keys-only" get --prefix a/ --keys-only
+    c "get prefix keys-only json" get --prefix a/ --keys-only -w json
+    c "get prefix print-value-only" get --prefix a/ --print-value-only
+    c "get from-key" get --from-key b
+    c "get from-key json" get --from-key b -w json
+    c "get from-key empty key (all keys)" get --from-key "" --keys-only
+    c "get range" get a/1 a/3
+    c "get range json" get a c -w json
+    c "get range empty" get x y -w json
+    c "get limit json" get --prefix a/ --limit 2 -w json
+    c "get limit simple" get --prefix a/ --limit 1
+    c "get from-key limit keys-only" get --from-key a --limit 3 --keys-only
+    local order target
+    for order in ASCEND DESCEND; do
+        for target in KEY VERSION CREATE MODIFY VALUE; do
+            c "get sort ${target} ${order}" get --prefix a/ --order="$order" --sort-by="$target"
+        done
+    done
+    c "get order only" get --prefix a/ --order=DESCEND
+    c "get sort-by only" get --prefix a/ --sort-by=MODIFY
+    c "get sort limit json" get --prefix a/ --sort-by=VALUE --order=DESCEND --limit 2 -w json
+    c "get sort range" get a c --sort-by=CREATE --order=DESCEND --keys-only
+    c "get serializable" get k1 --consistency=s
+    c "get rev before create" get a/3 --rev=12
+    c "get rev 13" get a/3 --rev=13 -w json
+    c "get rev 16" get a/3 --rev=16 -w json
+    c "get rev 17" get a/3 --rev=17
+    c "get prefix rev 15" get --prefix a/ --rev=15 -w json
+    c "get k1 rev 2" get k1 --rev=2 -w json
+    c "get k1 rev 5" get k1 --rev=5
+    c "get rev current" get c --rev=20 -w json
+
+    # --- del
+    c "del missing" del nokey
+    c "del missing json" del nokey -w json
+    c "del single" del k1                                     # rev 21
+    c "get deleted key at old rev" get k1 --rev=20
+    c "get deleted key" get k1 -w json
+    c "del prev-kv" del k2 --prev-kv                          # rev 22
+    c "del prefix prev-kv json" del --prefix a/ --prev-kv -w json # rev 23
+    c "del from-key fields" del --from-key k -w fields        # rev 24 (k3, k6, key with spaces)
+    c "del range" del b c                                     # rev 25 (b)
+    c "del prefix none" del --prefix zz
+    c "del prefix none json" del --prefix zz -w json
+    c "get all after dels" get --from-key "" -w json
+    c "get prefix history" get --prefix a/ --rev=22 -w json
+
+    # --- txn (t/1 created at rev 26, t/2 at rev 27 and modified at rev 28)
+    c "put t/1" put t/1 one                                   # rev 26
+    c "put t/2" put t/2 two                                   # rev 27
+    c "put t/2 again" put t/2 two2                            # rev 28
+    txn "txn value = success simple" simple \
+        'value("t/1") = "one"' '' 'put t/3 three' 'get t/1' '' 'put t/fail x' '' # rev 29
+    txn "txn value != failure json" json \
+        'value("t/1") != "one"' '' 'put t/never x' '' 'get t/2' 'del t/none' 'put t/f y' '' # rev 30
+    txn "txn value > success json" json \
+        'value("t/2") > "two"' '' 'get --prefix t/' '' '' # no write
+    txn "txn value < failure simple" simple \
+        'value("t/2") < "two"' '' 'put t/never x' '' 'get t/2' '' # no write
+    txn "txn version = and > success json" json \
+        'version("t/2") = "2"' 'version("t/2") > "1"' '' 'del t/1 --prev-kv' '' '' # rev 31
+    txn "txn version < failure json" json \
+        'version("t/2") < "2"' '' 'put t/never x' '' 'get --prefix t/ --keys-only' '' # no write
+    txn "txn version != on missing key" simple \
+        'version("t/1") != "0"' '' 'put t/never x' '' 'put t/1 back' '' # rev 32
+    txn "txn create = success" simple \
+        'create("t/2") = "27"' '' 'put t/c ok' '' '' # rev 33
+    txn "txn create > failure json" json \
+        'create("t/2") > "27"' '' '' 'get t/2' '' # no write
+    txn "txn create = 0 on missing key" json \
+        'create("t/missing") = "0"' '' 'put t/missing now' '' '' # rev 34
+    txn "txn create < and != success" simple \
+        'create("t/2") < "28"' 'create("t/2") != "1"' '' 'get t/2' '' '' # no write
+    txn "txn mod = success json" json \
+        'mod("t/2") = "28"' '' 'put t/2 three' 'get t/2' '' '' # rev 35
+    txn "txn mod < failure" simple \
+        'mod("t/2") < "35"' '' '' 'get t/2' '' # no write
+    txn "txn mod > and != success" simple \
+        'mod("t/2") > "28"' 'mod("t/2") != "28"' '' 'del --prefix t/' '' '' # rev 36
+    txn "txn mixed compares one false" json \
+        'value("c") = "c0"' 'version("c") = "1"' 'create("c") = "999"' '' 'put t/never x' '' 'get c' '' # no write
+    txn "txn no compares" json \
+        '' 'put t/x 1' 'put t/y 2' '' '' # rev 37
+    txn "txn empty branches" simple \
+        'value("c") = "c0"' '' '' '' # no write
+    txn "txn fields" fields \
+        'value("c") = "nope"' '' '' 'put t/z 3' '' # rev 38
+    txn "txn duplicate put" simple \
+        '' 'put t/d 1' 'put t/d 2' '' '' # error, no write
+    txn "txn get with rev" json \
+        '' 'get t/x --rev=37' 'get c --rev=20' '' '' # no write
+    c "get after txns" get --prefix t/ -w json
+
+    # --- compaction (current revision: 38)
+    c "compaction 20" compaction 20
+    c "get at compacted rev" get c --rev=19
+    c "get at compaction rev" get --from-key "" --rev=20 --keys-only
+    c "get at future rev" get c --rev=1000
+    c "get at future rev json" get c --rev=39 -w json
+    c "compaction same rev again" compaction 20
+    c "compaction older rev" compaction 10
+    c "compaction future rev" compaction 100000
+    c "compaction physical" compaction --physical 30
+    c "get below physical compaction" get t/2 --rev=29
+    c "get at physical compaction rev" get --prefix t/ --rev=30 -w json
+    c "put after compaction" put after compact -w json       # rev 39
+    c "get all final" get --from-key "" -w json
+    c "endpoint status final" endpoint status -w json
+}
+
+run_scenario() {
+    local name=$1 ep=$2
+    CUR_EP=$ep
+    CUR_OUT="$WORK/${name}.raw"
+    SEQ=0
+    : >"$CUR_OUT"
+    scenario
+}
+
+run_scenario etcd "$ETCD_URL"
+run_scenario xline "$XLINE_URL"
+
+for pair in "etcd:$ETCD_URL" "xline:$XLINE_URL"; do
+    name=${pair%%:*}
+    url=${pair#*:}
+    python3 "$NORMALIZER" normalize "$url" <"$WORK/${name}.raw" >"$WORK/${name}.norm"
+    cp "$WORK/${name}.norm" "$WORK/${name}.txt"
+    for expr in "${KNOWN_DIFFERENCES[@]}"; do
+        sed -E -i "$expr" "$WORK/${name}.txt"
+    done
+done
+
+# A server that died during the run is a failure even if the transcripts agree.
+alive_errors=0
+for pid in "${PIDS[@]}"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+        echo "etcdctl-compat: server pid $pid exited during the run" >&2
+        alive_errors=1
+    fi
+done
+
+if [[ -n $KEEP_DIR ]]; then
+    mkdir -p "$KEEP_DIR"
+    cp "$WORK"/etcd.raw "$WORK"/xline.raw "$WORK"/etcd.txt "$WORK"/xline.txt \
+        "$WORK"/etcd.log "$WORK"/xline.log "$KEEP_DIR"/
+fi
+
+echo
+echo "==================== etcd transcript (normalized) ===================="
+cat "$WORK/etcd.txt"
+echo "==================== xline transcript (normalized) ==================="
+cat "$WORK/xline.txt"
+echo "==================== diff -u etcd xline =============================="
+status=0
+if diff -u --label "etcd ($("$REF_ETCD" --version | head -n 1))" --label "xline ($XLINE_BIN)" \
+    "$WORK/etcd.txt" "$WORK/xline.txt"; then
+    echo "(no differences)"
+else
+    status=1
+fi
+echo "======================================================================"
+python3 "$NORMALIZER" compare etcd "$WORK/etcd.txt" xline "$WORK/xline.txt" || status=1
+if ((alive_errors)); then
+    tail -n 30 "$WORK/xline.log" >&2 || true
+    status=1
+fi
+exit "$status"

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Runs every check of the workspace, in the order CI runs them:
+#   prerequisites -> cargo fmt --check -> clippy (-D warnings) -> build bins -> tests
+#   (cargo nextest, or cargo test when nextest is missing; then doc tests) -> etcdctl compat.
+#
+# Prerequisites (installed with apt-get when running as root, otherwise the command is printed):
+#   protoc   (protobuf-compiler) the etcd-client dev-dependency's build script needs it
+#   etcd     (etcd-server)       the reference server of scripts/etcdctl-compat.sh and of tests
+#   etcdctl  (etcd-client)       the client of scripts/etcdctl-compat.sh
+#   python3  (python3)           transcript normalization in scripts/etcdctl-compat.sh
+#   cargo-nextest is optional: without it the tests run with `cargo test`.
+#
+# Environment:
+#   SKIP_FMT=1 SKIP_CLIPPY=1 SKIP_BUILD=1 SKIP_TESTS=1 SKIP_DOCTESTS=1 SKIP_COMPAT=1
+#                     skip a stage (every stage runs by default)
+#   NEXTEST_PROFILE   nextest profile (default: "ci" when CI=true, else "default"),
+#                     see .config/nextest.toml
+#   NO_NEXTEST=1      use `cargo test` even when cargo-nextest is installed
+#   NO_INSTALL=1      never install prerequisites, only report them
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+START=$SECONDS
+log() {
+    printf '\n==> [%4ds] %s\n' "$((SECONDS - START))" "$*"
+}
+die() {
+    echo "test.sh: $*" >&2
+    exit 1
+}
+
+# ---- prerequisites ----------------------------------------------------------------------------
+log "checking prerequisites"
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolchain (rustup)"
+
+missing_pkgs=()
+need() { # need COMMAND DEBIAN_PACKAGE
+    if command -v "$1" >/dev/null 2>&1; then
+        echo "  found $1: $(command -v "$1")"
+    else
+        echo "  missing $1 (Debian package $2)"
+        missing_pkgs+=("$2")
+    fi
+}
+need protoc protobuf-compiler
+need etcd etcd-server
+need etcdctl etcd-client
+need python3 python3
+
+if ((${#missing_pkgs[@]})); then
+    install_cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${missing_pkgs[*]}"
+    if [[ ${NO_INSTALL:-} == 1 ]]; then
+        die "missing prerequisites; install them with: $install_cmd"
+    elif [[ $(id -u) -ne 0 ]]; then
+        echo "test.sh: missing prerequisites. Install them with:" >&2
+        echo "  sudo sh -c '$install_cmd'" >&2
+        exit 1
+    elif ! command -v apt-get >/dev/null 2>&1; then
+        die "missing prerequisites (${missing_pkgs[*]}) and no apt-get to install them"
+    fi
+    log "installing: ${missing_pkgs[*]}"
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing_pkgs[@]}"
+    for tool in protoc etcd etcdctl python3; do
+        command -v "$tool" >/dev/null 2>&1 || die "$tool still missing after apt-get install"
+    done
+fi
+
+use_nextest=0
+if [[ ${NO_NEXTEST:-} != 1 ]] && cargo nextest --version >/dev/null 2>&1; then
+    use_nextest=1
+    echo "  found cargo-nextest: $(cargo nextest --version 2>/dev/null | head -n 1)"
+else
+    echo "  cargo-nextest not used: falling back to cargo test" \
+        "(install it with: cargo install cargo-nextest --locked)"
+fi
+if [[ ${SKIP_FMT:-} != 1 ]] && ! cargo fmt --version >/dev/null 2>&1; then
+    die "cargo fmt not available: rustup component add rustfmt"
+fi
+if [[ ${SKIP_CLIPPY:-} != 1 ]] && ! cargo clippy --version >/dev/null 2>&1; then
+    die "cargo clippy not available: rustup component add clippy"
+fi
+echo "  $(cargo --version); $(rustc --version); $(etcd --version | head -n 1); $(protoc --version)"
+
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+# ---- stages ------------------------------------------------------------------------------------
+if [[ ${SKIP_FMT:-} == 1 ]]; then
+    log "SKIP cargo fmt (SKIP_FMT=1)"
+else
+    log "cargo fmt --all -- --check"
+    cargo fmt --all -- --check
+fi
+
+if [[ ${SKIP_CLIPPY:-} == 1 ]]; then
+    log "SKIP cargo clippy (SKIP_CLIPPY=1)"
+else
+    log "cargo clippy --workspace --all-targets -- -D warnings"
+    cargo clippy --workspace --all-targets -- -D warnings
+fi
+
+if [[ ${SKIP_BUILD:-} == 1 ]]; then
+    log "SKIP cargo build (SKIP_BUILD=1)"
+else
+    log "cargo build --workspace --bins"
+    cargo build --workspace --bins
+fi
+
+if [[ ${SKIP_TESTS:-} == 1 ]]; then
+    log "SKIP tests (SKIP_TESTS=1)"
+else
+    if ((use_nextest)); then
+        if [[ -n ${NEXTEST_PROFILE:-} ]]; then
+            profile=$NEXTEST_PROFILE
+        elif [[ ${CI:-} == true ]]; then
+            profile=ci
+        else
+            profile=default
+        fi
+        # nextest does not run doc tests; they run first so nextest's summary closes the stage.
+        if [[ ${SKIP_DOCTESTS:-} == 1 ]]; then
+            log "SKIP doc tests (SKIP_DOCTESTS=1)"
+        else
+            log "cargo test --workspace --doc"
+            cargo test --workspace --doc
+        fi
+        log "cargo nextest run --workspace --profile $profile"
+        cargo nextest run --workspace --profile "$profile"
+    else
+        log "cargo test --workspace"
+        cargo test --workspace
+    fi
+fi
+
+if [[ ${SKIP_COMPAT:-} == 1 ]]; then
+    log "SKIP etcdctl compatibility (SKIP_COMPAT=1)"
+else
+    log "scripts/etcdctl-compat.sh"
+    scripts/etcdctl-compat.sh
+fi
+
+log "all stages passed"

@@ -1,0 +1,211 @@
+//! The server's error enums: [`EtcdError`] for everything a client may be told (etcd's exact
+//! messages, part of the wire contract: clients rebuild typed errors from them), and
+//! [`ServerError`] for everything else. `crate::status` turns both into a `tonic::Status`.
+
+use crate::storage::backend::BackendError;
+
+/// An error etcd defines for its clients. The `Display` text is etcd's message, byte for byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[allow(missing_docs)] // each variant is documented by its message
+pub enum EtcdError {
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    #[error("etcdserver: ttl is 0")]
+    TtlZero,
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRev,
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    #[error("etcdserver: lease already exists")]
+    LeaseExist,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
+    #[error("etcdserver: member ID already exist")]
+    MemberExist,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExist,
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    MemberNotEnoughStarted,
+    #[error("etcdserver: given member URLs are invalid")]
+    MemberBadUrls,
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
+    #[error("etcdserver: root user does not exist")]
+    RootUserNotExist,
+    #[error("etcdserver: root user does not have root role")]
+    RootRoleNotExist,
+    #[error("etcdserver: user name already exists")]
+    UserAlreadyExist,
+    #[error("etcdserver: user name is empty")]
+    UserEmpty,
+    #[error("etcdserver: user name not found")]
+    UserNotFound,
+    #[error("etcdserver: role name already exists")]
+    RoleAlreadyExist,
+    #[error("etcdserver: role name not found")]
+    RoleNotFound,
+    #[error("etcdserver: role name is empty")]
+    RoleEmpty,
+    #[error("etcdserver: authentication failed, invalid user ID or password")]
+    AuthFailed,
+    #[error("etcdserver: permission denied")]
+    PermissionDenied,
+    #[error("etcdserver: role is not granted to the user")]
+    RoleNotGranted,
+    #[error("etcdserver: permission is not granted to the role")]
+    PermissionNotGranted,
+    #[error("etcdserver: authentication is not enabled")]
+    AuthNotEnabled,
+    #[error("etcdserver: invalid auth token")]
+    InvalidAuthToken,
+    #[error("etcdserver: invalid auth management")]
+    InvalidAuthMgmt,
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    #[error("etcdserver: not capable")]
+    NotCapable,
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    #[error("etcdserver: request timed out, possibly due to previous leader failure")]
+    TimeoutDueToLeaderFail,
+    #[error("etcdserver: request timed out, possibly due to connection lost")]
+    TimeoutDueToConnectionLost,
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    #[error("etcdserver: cluster version not found during downgrade")]
+    ClusterVersionUnavailable,
+    #[error("etcdserver: wrong downgrade target version format")]
+    WrongDowngradeVersionFormat,
+    #[error("etcdserver: invalid downgrade target version")]
+    InvalidDowngradeTargetVersion,
+    #[error("etcdserver: cluster has a downgrade job in progress")]
+    DowngradeInProcess,
+    #[error("etcdserver: no inflight downgrade job")]
+    NoInflightDowngrade,
+}
+
+impl EtcdError {
+    /// Every variant, for exhaustive tests.
+    pub const ALL: [EtcdError; 55] = {
+        use EtcdError::*;
+        [
+            EmptyKey,
+            KeyNotFound,
+            ValueProvided,
+            LeaseProvided,
+            TtlZero,
+            TooManyOps,
+            DuplicateKey,
+            Compacted,
+            FutureRev,
+            NoSpace,
+            LeaseNotFound,
+            LeaseExist,
+            LeaseTtlTooLarge,
+            MemberExist,
+            PeerUrlExist,
+            MemberNotEnoughStarted,
+            MemberBadUrls,
+            MemberNotFound,
+            MemberNotLearner,
+            LearnerNotReady,
+            TooManyLearners,
+            RequestTooLarge,
+            TooManyRequests,
+            RootUserNotExist,
+            RootRoleNotExist,
+            UserAlreadyExist,
+            UserEmpty,
+            UserNotFound,
+            RoleAlreadyExist,
+            RoleNotFound,
+            RoleEmpty,
+            AuthFailed,
+            PermissionDenied,
+            RoleNotGranted,
+            PermissionNotGranted,
+            AuthNotEnabled,
+            InvalidAuthToken,
+            InvalidAuthMgmt,
+            NoLeader,
+            NotLeader,
+            LeaderChanged,
+            NotCapable,
+            Stopped,
+            Timeout,
+            TimeoutDueToLeaderFail,
+            TimeoutDueToConnectionLost,
+            Unhealthy,
+            Corrupt,
+            NotSupportedForLearner,
+            BadLeaderTransferee,
+            ClusterVersionUnavailable,
+            WrongDowngradeVersionFormat,
+            InvalidDowngradeTargetVersion,
+            DowngradeInProcess,
+            NoInflightDowngrade,
+        ]
+    };
+}
+
+/// Anything that can fail while serving a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// An error etcd defines; sent to the client as etcd would.
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    /// The storage engine failed; the member cannot go on safely.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The consensus layer failed or is shutting down.
+    #[error("consensus: {0}")]
+    Consensus(String),
+    /// The state on disk or a log entry could not be decoded.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    /// An RPC this server does not serve yet.
+    #[error("unimplemented: {0}")]
+    Unimplemented(&'static str),
+    /// Invalid startup configuration.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// An I/O failure outside the backend (listeners, data directory).
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,38 @@
+//! The state machine behind consensus: applies committed [`Command`]s to the MVCC store.
+
+use std::sync::Arc;
+
+use curp::{CommandExecutor, ExecutorError};
+
+use crate::command::Command;
+use crate::mvcc::store::{ApplyOutput, KvStore};
+
+/// Applies committed commands to the [`KvStore`], one backend batch per log batch, recording
+/// the applied index in the same batch.
+#[derive(Debug, Clone)]
+pub struct Executor {
+    store: Arc<KvStore>,
+}
+
+impl Executor {
+    /// An executor over `store`.
+    pub fn new(store: Arc<KvStore>) -> Self {
+        Self { store }
+    }
+}
+
+impl CommandExecutor<Command> for Executor {
+    type Output = ApplyOutput;
+
+    fn apply(&self, batch: &[(u64, Command)]) -> Result<Vec<ApplyOutput>, ExecutorError> {
+        self.store.apply(batch).map_err(ExecutorError::new)
+    }
+
+    fn flush(&self) -> Result<u64, ExecutorError> {
+        self.store.flush().map_err(ExecutorError::new)
+    }
+
+    fn applied_index(&self) -> Result<u64, ExecutorError> {
+        Ok(self.store.applied_index())
+    }
+}

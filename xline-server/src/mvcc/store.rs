@@ -1,0 +1,656 @@
+//! The MVCC store: applies committed commands in log order, one backend batch per log batch,
+//! and serves reads at any uncompacted revision.
+//!
+//! Concurrency: the index and revision counters live behind one `RwLock`. Applying a batch holds
+//! the write lock until the batch is in the backend, so a reader (which holds the read lock while
+//! it fetches values) never sees an index entry whose value is not stored yet, and a physical
+//! compaction never deletes a value a reader has already looked up.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use parking_lot::RwLock;
+use prost::Message;
+use tokio::sync::watch;
+use xline_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest,
+    TxnResponse, request_op, response_op,
+};
+use xline_proto::mvccpb::KeyValue;
+
+use super::index::Index;
+use super::range::{Values, View};
+use super::revision::Revision;
+use crate::command::{Command, Request};
+use crate::error::{EtcdError, ServerError};
+use crate::storage::backend::{Backend, BackendError, WriteBatch};
+use crate::storage::schema::{
+    META_APPLIED_INDEX, META_CURRENT_REV, META_FINISHED_COMPACT_REV, META_SCHEDULED_COMPACT_REV,
+    Table,
+};
+
+/// The result of applying one command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommandResponse {
+    /// `KV.Put`.
+    Put(PutResponse),
+    /// `KV.DeleteRange`.
+    DeleteRange(DeleteRangeResponse),
+    /// `KV.Txn`.
+    Txn(TxnResponse),
+    /// `KV.Compact`.
+    Compaction(CompactionResponse),
+}
+
+/// What applying a command gives its proposer: a response, or the etcd error it failed with.
+pub type ApplyOutput = Result<CommandResponse, EtcdError>;
+
+struct State {
+    index: Index,
+    current_rev: i64,
+    /// The latest scheduled compaction (-1: none); reads below it fail.
+    compact_rev: i64,
+    applied_index: u64,
+}
+
+/// How many backend keys a restore scan or a physical-compaction step handles at once.
+const CHUNK: usize = 1000;
+
+/// The MVCC key-value store.
+pub struct KvStore {
+    backend: Arc<dyn Backend>,
+    state: RwLock<State>,
+    /// Jobs for the compactor thread; `None` once the store is dropping.
+    compactor: parking_lot::Mutex<Option<mpsc::Sender<(i64, HashSet<Revision>)>>>,
+    compactor_thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+    finished_compaction: watch::Receiver<i64>,
+}
+
+impl Drop for KvStore {
+    /// Stops the compactor (it finishes its current job) so the backend is released on return.
+    fn drop(&mut self) {
+        drop(self.compactor.lock().take());
+        if let Some(thread) = self.compactor_thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for KvStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvStore")
+            .field("backend", &self.backend.name())
+            .finish_non_exhaustive()
+    }
+}
+
+fn meta_i64(backend: &dyn Backend, key: &[u8]) -> Result<Option<i64>, ServerError> {
+    match backend.get(Table::Meta, key)? {
+        None => Ok(None),
+        Some(v) => {
+            let bytes: [u8; 8] = v
+                .as_slice()
+                .try_into()
+                .map_err(|_| ServerError::Corrupt(format!("meta {key:?} has {} bytes", v.len())))?;
+            Ok(Some(i64::from_be_bytes(bytes)))
+        }
+    }
+}
+
+impl KvStore {
+    /// Opens the store over `backend`, rebuilding the key index from the stored revisions and
+    /// resuming an unfinished physical compaction.
+    pub fn open(backend: Arc<dyn Backend>) -> Result<Arc<Self>, ServerError> {
+        let applied_index = match backend.get(Table::Meta, META_APPLIED_INDEX)? {
+            None => 0,
+            Some(v) => u64::from_be_bytes(
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| ServerError::Corrupt("applied index".into()))?,
+            ),
+        };
+        let mut current_rev = meta_i64(&*backend, META_CURRENT_REV)?.unwrap_or(0);
+        let scheduled = meta_i64(&*backend, META_SCHEDULED_COMPACT_REV)?.unwrap_or(-1);
+        let finished = meta_i64(&*backend, META_FINISHED_COMPACT_REV)?.unwrap_or(-1);
+
+        let mut index = Index::new();
+        let mut start = Vec::new();
+        loop {
+            let chunk = backend.range(Table::Kv, &start, &[], CHUNK)?;
+            let Some((last, _)) = chunk.last() else { break };
+            start = next_key(last);
+            let done = chunk.len() < CHUNK;
+            for (key, value) in chunk {
+                let (rev, tombstone) = Revision::from_key(&key)
+                    .ok_or_else(|| ServerError::Corrupt(format!("kv key {key:?}")))?;
+                let kv = KeyValue::decode(value.as_slice())
+                    .map_err(|e| ServerError::Corrupt(format!("kv at {rev:?}: {e}")))?;
+                if tombstone {
+                    index.restore_tombstone(&kv.key, rev);
+                } else {
+                    index.restore_put(&kv.key, rev, kv.create_revision, kv.version);
+                }
+                current_rev = current_rev.max(rev.main);
+            }
+            if done {
+                break;
+            }
+        }
+        let mut resume = None;
+        if scheduled >= 0 {
+            let keep = index.compact(scheduled);
+            if finished < scheduled {
+                resume = Some((scheduled, keep));
+            }
+        }
+
+        let (done_tx, done_rx) = watch::channel(finished);
+        let (tx, rx) = mpsc::channel::<(i64, HashSet<Revision>)>();
+        let worker_backend = Arc::clone(&backend);
+        let thread = std::thread::Builder::new()
+            .name("mvcc-compactor".into())
+            .spawn(move || {
+                while let Ok((rev, keep)) = rx.recv() {
+                    match physical_compaction(&*worker_backend, rev, &keep) {
+                        Ok(()) => {
+                            let _ = done_tx.send(rev);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, rev, "physical compaction failed");
+                            return;
+                        }
+                    }
+                }
+            })
+            .map_err(ServerError::Io)?;
+        if let Some(job) = resume {
+            tracing::info!(revision = job.0, "resuming unfinished compaction");
+            let _ = tx.send(job);
+        }
+        Ok(Arc::new(Self {
+            backend,
+            state: RwLock::new(State {
+                index,
+                current_rev,
+                compact_rev: scheduled,
+                applied_index,
+            }),
+            compactor: parking_lot::Mutex::new(Some(tx)),
+            compactor_thread: parking_lot::Mutex::new(Some(thread)),
+            finished_compaction: done_rx,
+        }))
+    }
+
+    /// The backend this store writes to.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The newest revision.
+    pub fn current_revision(&self) -> i64 {
+        self.state.read().current_rev
+    }
+
+    /// The latest compaction revision (-1: never compacted).
+    pub fn compact_revision(&self) -> i64 {
+        self.state.read().compact_rev
+    }
+
+    /// The index of the last applied log entry.
+    pub fn applied_index(&self) -> u64 {
+        self.state.read().applied_index
+    }
+
+    /// Serves a Range on the latest applied state.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, ServerError> {
+        let st = self.state.read();
+        self.view(&st, None, st.current_rev).range(req)
+    }
+
+    /// Serves a txn that writes nothing (see `check::txn_is_read_only`) without consensus.
+    pub fn read_only_txn(&self, req: &TxnRequest) -> Result<TxnResponse, ServerError> {
+        let st = self.state.read();
+        let view = self.view(&st, None, st.current_rev);
+        let mut path = Vec::new();
+        txn_path(&view, req, st.current_rev, &mut path)?;
+        check_ranges(&view, req, &mut path.iter().copied())?;
+        let mut path = path.into_iter();
+        let resp = read_txn(&view, req, &mut path)?;
+        Ok(resp)
+    }
+
+    /// Waits until physical compaction at `rev` or later has finished.
+    pub async fn wait_compacted(&self, rev: i64) {
+        let mut rx = self.finished_compaction.clone();
+        // An error means the compactor stopped (it logged why); nothing more will finish.
+        let _ = rx.wait_for(|done| *done >= rev).await;
+    }
+
+    /// Applies committed commands, given with their log indexes in log order, as one backend
+    /// batch (not yet durable). Each command gets its response or etcd error; a backend failure
+    /// is returned as the outer error and leaves the store unusable.
+    pub fn apply(&self, batch: &[(u64, Command)]) -> Result<Vec<ApplyOutput>, ServerError> {
+        let Some(&(last_index, _)) = batch.last() else {
+            return Ok(Vec::new());
+        };
+        let mut st = self.state.write();
+        let mut wb = WriteBatch::new();
+        let mut pending = HashMap::new();
+        let mut compactions = Vec::new();
+        let mut outputs = Vec::with_capacity(batch.len());
+        for (_, cmd) in batch {
+            let mut applier = Applier {
+                backend: &*self.backend,
+                main: st.current_rev + 1,
+                sub: 0,
+                st: &mut st,
+                wb: &mut wb,
+                pending: &mut pending,
+                compactions: &mut compactions,
+            };
+            let result = applier.apply(cmd);
+            if applier.sub > 0 {
+                let main = applier.main;
+                st.current_rev = main;
+            }
+            match result {
+                Ok(resp) => outputs.push(Ok(resp)),
+                Err(ServerError::Etcd(e)) => outputs.push(Err(e)),
+                Err(fatal) => return Err(fatal),
+            }
+        }
+        st.applied_index = last_index;
+        wb.put(Table::Meta, META_APPLIED_INDEX, last_index.to_be_bytes());
+        wb.put(Table::Meta, META_CURRENT_REV, st.current_rev.to_be_bytes());
+        self.backend.write(wb, false)?;
+        drop(st);
+        let compactor = self.compactor.lock();
+        for job in compactions {
+            if compactor.as_ref().is_none_or(|tx| tx.send(job).is_err()) {
+                return Err(ServerError::Corrupt("the compactor stopped".into()));
+            }
+        }
+        Ok(outputs)
+    }
+
+    /// Makes every applied batch durable; returns the applied index that now is.
+    pub fn flush(&self) -> Result<u64, BackendError> {
+        let applied = self.applied_index();
+        self.backend.sync()?;
+        Ok(applied)
+    }
+
+    fn view<'a>(
+        &'a self,
+        st: &'a State,
+        pending: Option<&'a HashMap<Revision, KeyValue>>,
+        current_rev: i64,
+    ) -> View<'a> {
+        View {
+            index: &st.index,
+            values: Values {
+                backend: &*self.backend,
+                pending,
+            },
+            current_rev,
+            compact_rev: st.compact_rev,
+        }
+    }
+}
+
+/// The smallest key greater than `key`.
+fn next_key(key: &[u8]) -> Vec<u8> {
+    let mut next = key.to_vec();
+    next.push(0);
+    next
+}
+
+/// Deletes every stored revision at or below `rev` that `keep` does not list, in chunks, then
+/// records the compaction as finished.
+fn physical_compaction(
+    backend: &dyn Backend,
+    rev: i64,
+    keep: &HashSet<Revision>,
+) -> Result<(), ServerError> {
+    let end = Revision::main_key(rev.saturating_add(1));
+    let mut start = Vec::new();
+    loop {
+        let chunk = backend.range(Table::Kv, &start, &end, CHUNK)?;
+        let Some((last, _)) = chunk.last() else { break };
+        start = next_key(last);
+        let mut wb = WriteBatch::new();
+        for (key, _) in &chunk {
+            match Revision::from_key(key) {
+                Some((r, _)) if keep.contains(&r) => {}
+                _ => wb.delete(Table::Kv, key.clone()),
+            }
+        }
+        if !wb.is_empty() {
+            backend.write(wb, false)?;
+        }
+        if chunk.len() < CHUNK {
+            break;
+        }
+    }
+    let mut wb = WriteBatch::new();
+    wb.put(Table::Meta, META_FINISHED_COMPACT_REV, rev.to_be_bytes());
+    backend.write(wb, false)?;
+    Ok(())
+}
+
+/// Applies one command: the writes of one request share main revision `main`.
+struct Applier<'a> {
+    backend: &'a dyn Backend,
+    st: &'a mut State,
+    wb: &'a mut WriteBatch,
+    pending: &'a mut HashMap<Revision, KeyValue>,
+    compactions: &'a mut Vec<(i64, HashSet<Revision>)>,
+    main: i64,
+    /// Writes done so far by this request.
+    sub: i64,
+}
+
+fn header(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader {
+        revision,
+        ..Default::default()
+    })
+}
+
+impl Applier<'_> {
+    fn apply(&mut self, cmd: &Command) -> Result<CommandResponse, ServerError> {
+        match &cmd.request {
+            Some(Request::Put(req)) => {
+                check_lease(self.backend, req.lease)?;
+                self.put(req).map(CommandResponse::Put)
+            }
+            Some(Request::DeleteRange(req)) => {
+                self.delete_range(req).map(CommandResponse::DeleteRange)
+            }
+            Some(Request::Txn(req)) => self.txn(req).map(CommandResponse::Txn),
+            Some(Request::Compaction(req)) => self.compact(req).map(CommandResponse::Compaction),
+            None => Err(ServerError::Corrupt("command without a request".into())),
+        }
+    }
+
+    /// The revision reads inside this request see: its own writes once it has made some.
+    fn read_rev(&self) -> i64 {
+        if self.sub > 0 {
+            self.main
+        } else {
+            self.st.current_rev
+        }
+    }
+
+    fn view(&self) -> View<'_> {
+        View {
+            index: &self.st.index,
+            values: Values {
+                backend: self.backend,
+                pending: Some(self.pending),
+            },
+            current_rev: self.read_rev(),
+            compact_rev: self.st.compact_rev,
+        }
+    }
+
+    fn put(&mut self, req: &PutRequest) -> Result<PutResponse, ServerError> {
+        let rev_now = self.read_rev();
+        let prev = match self.st.index.get(&req.key, rev_now) {
+            Some(state) => Some(self.view().values.get(state.modified)?),
+            None => None,
+        };
+        if (req.ignore_value || req.ignore_lease) && prev.is_none() {
+            return Err(EtcdError::KeyNotFound.into());
+        }
+        let value = match (&prev, req.ignore_value) {
+            (Some(p), true) => p.value.clone(),
+            _ => req.value.clone(),
+        };
+        let lease = match (&prev, req.ignore_lease) {
+            (Some(p), true) => p.lease,
+            _ => req.lease,
+        };
+        let rev = Revision::new(self.main, self.sub);
+        let kv = KeyValue {
+            key: req.key.clone(),
+            create_revision: prev.as_ref().map_or(self.main, |p| p.create_revision),
+            mod_revision: self.main,
+            version: prev.as_ref().map_or(1, |p| p.version + 1),
+            value,
+            lease,
+        };
+        self.wb
+            .put(Table::Kv, rev.to_key(false), kv.encode_to_vec());
+        self.st.index.put(&req.key, rev);
+        self.pending.insert(rev, kv);
+        self.sub += 1;
+        Ok(PutResponse {
+            header: header(self.main),
+            prev_kv: if req.prev_kv { prev } else { None },
+        })
+    }
+
+    fn delete_range(
+        &mut self,
+        req: &DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, ServerError> {
+        let rev_now = self.read_rev();
+        let keys = self.st.index.range(&req.key, &req.range_end, rev_now, 0);
+        let mut prev_kvs = Vec::new();
+        if req.prev_kv {
+            let view = self.view();
+            for (_, r) in &keys {
+                prev_kvs.push(view.values.get(*r)?);
+            }
+        }
+        for (key, _) in &keys {
+            let rev = Revision::new(self.main, self.sub);
+            if !self.st.index.tombstone(key, rev) {
+                return Err(ServerError::Corrupt(format!(
+                    "deleting {key:?}, which the index listed"
+                )));
+            }
+            let tomb = KeyValue {
+                key: key.clone(),
+                ..Default::default()
+            };
+            self.wb
+                .put(Table::Kv, rev.to_key(true), tomb.encode_to_vec());
+            self.sub += 1;
+        }
+        Ok(DeleteRangeResponse {
+            header: header(self.read_rev()),
+            deleted: keys.len() as i64,
+            prev_kvs,
+        })
+    }
+
+    fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse, ServerError> {
+        // Every compare on the chosen path sees the state before the txn, as in etcd; then the
+        // chosen ops are checked against it before anything is written.
+        let begin = self.st.current_rev;
+        let mut path = Vec::new();
+        {
+            let view = self.view();
+            txn_path(&view, req, begin, &mut path)?;
+            check_ranges(&view, req, &mut path.iter().copied())?;
+        }
+        self.check_puts(req, &mut path.iter().copied())?;
+        let mut path = path.into_iter();
+        let mut resp = self.exec_txn(req, &mut path)?;
+        resp.header = header(self.read_rev());
+        Ok(resp)
+    }
+
+    fn check_puts(
+        &self,
+        req: &TxnRequest,
+        path: &mut impl Iterator<Item = bool>,
+    ) -> Result<(), ServerError> {
+        for op in branch(req, path.next().unwrap_or(false)) {
+            match &op.request {
+                Some(request_op::Request::RequestPut(put)) => {
+                    if (put.ignore_value || put.ignore_lease)
+                        && self.st.index.get(&put.key, self.st.current_rev).is_none()
+                    {
+                        return Err(EtcdError::KeyNotFound.into());
+                    }
+                    check_lease(self.backend, put.lease)?;
+                }
+                Some(request_op::Request::RequestTxn(inner)) => self.check_puts(inner, path)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn exec_txn(
+        &mut self,
+        req: &TxnRequest,
+        path: &mut impl Iterator<Item = bool>,
+    ) -> Result<TxnResponse, ServerError> {
+        let succeeded = path.next().unwrap_or(false);
+        let mut responses = Vec::new();
+        for op in branch(req, succeeded) {
+            let response = match &op.request {
+                Some(request_op::Request::RequestRange(r)) => {
+                    response_op::Response::ResponseRange(self.view().range(r)?)
+                }
+                Some(request_op::Request::RequestPut(p)) => {
+                    response_op::Response::ResponsePut(self.put(p)?)
+                }
+                Some(request_op::Request::RequestDeleteRange(d)) => {
+                    response_op::Response::ResponseDeleteRange(self.delete_range(d)?)
+                }
+                Some(request_op::Request::RequestTxn(t)) => {
+                    let mut inner = self.exec_txn(t, path)?;
+                    inner.header = header(self.read_rev());
+                    response_op::Response::ResponseTxn(inner)
+                }
+                None => continue,
+            };
+            responses.push(ResponseOp {
+                response: Some(response),
+            });
+        }
+        Ok(TxnResponse {
+            header: None,
+            succeeded,
+            responses,
+        })
+    }
+
+    fn compact(&mut self, req: &CompactionRequest) -> Result<CompactionResponse, ServerError> {
+        let rev = req.revision;
+        if rev <= self.st.compact_rev {
+            return Err(EtcdError::Compacted.into());
+        }
+        if rev > self.st.current_rev {
+            return Err(EtcdError::FutureRev.into());
+        }
+        let keep = self.st.index.compact(rev);
+        self.st.compact_rev = rev;
+        self.wb
+            .put(Table::Meta, META_SCHEDULED_COMPACT_REV, rev.to_be_bytes());
+        self.compactions.push((rev, keep));
+        Ok(CompactionResponse {
+            header: header(self.st.current_rev),
+        })
+    }
+}
+
+/// Leases are created by the Lease service, which stores them in the lease table; a put may only
+/// name one that is there.
+fn check_lease(backend: &dyn Backend, lease: i64) -> Result<(), ServerError> {
+    if lease != 0 && backend.get(Table::Lease, &lease.to_be_bytes())?.is_none() {
+        return Err(EtcdError::LeaseNotFound.into());
+    }
+    Ok(())
+}
+
+fn branch(req: &TxnRequest, succeeded: bool) -> &[RequestOp] {
+    if succeeded {
+        &req.success
+    } else {
+        &req.failure
+    }
+}
+
+/// Records, depth first in execution order, which branch each txn on the taken path takes.
+fn txn_path(
+    view: &View<'_>,
+    req: &TxnRequest,
+    rev: i64,
+    path: &mut Vec<bool>,
+) -> Result<(), ServerError> {
+    let mut ok = true;
+    for cmp in &req.compare {
+        if !view.compare(cmp, rev)? {
+            ok = false;
+            break;
+        }
+    }
+    path.push(ok);
+    for op in branch(req, ok) {
+        if let Some(request_op::Request::RequestTxn(inner)) = &op.request {
+            txn_path(view, inner, rev, path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Rejects the txn up front if a range on its path names a compacted or future revision.
+fn check_ranges(
+    view: &View<'_>,
+    req: &TxnRequest,
+    path: &mut impl Iterator<Item = bool>,
+) -> Result<(), ServerError> {
+    for op in branch(req, path.next().unwrap_or(false)) {
+        match &op.request {
+            Some(request_op::Request::RequestRange(r)) if r.revision != 0 => {
+                view.resolve_rev(r.revision)?;
+            }
+            Some(request_op::Request::RequestTxn(inner)) => check_ranges(view, inner, path)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn read_txn(
+    view: &View<'_>,
+    req: &TxnRequest,
+    path: &mut impl Iterator<Item = bool>,
+) -> Result<TxnResponse, ServerError> {
+    let succeeded = path.next().unwrap_or(false);
+    let mut responses = Vec::new();
+    for op in branch(req, succeeded) {
+        let response = match &op.request {
+            Some(request_op::Request::RequestRange(r)) => {
+                response_op::Response::ResponseRange(view.range(r)?)
+            }
+            Some(request_op::Request::RequestTxn(t)) => {
+                let mut inner = read_txn(view, t, path)?;
+                inner.header = header(view.current_rev);
+                response_op::Response::ResponseTxn(inner)
+            }
+            Some(_) => return Err(ServerError::Corrupt("a write in a read-only txn".into())),
+            None => continue,
+        };
+        responses.push(ResponseOp {
+            response: Some(response),
+        });
+    }
+    Ok(TxnResponse {
+        header: header(view.current_rev),
+        succeeded,
+        responses,
+    })
+}
+
+#[cfg(test)]
+#[path = "store_test.rs"]
+mod tests;

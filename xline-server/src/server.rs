@@ -1,0 +1,225 @@
+//! Bringing a member up: data directory, backend, store, consensus, gRPC listeners; and down.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use curp::{RaftEngineLog, SoloConfig, SoloHandle, SoloNode};
+use futures::StreamExt;
+use tokio_stream::wrappers::TcpListenerStream;
+use xline_proto::etcdserverpb::ResponseHeader;
+use xline_proto::etcdserverpb::cluster_server::ClusterServer;
+use xline_proto::etcdserverpb::kv_server::KvServer;
+use xline_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+
+use crate::command::Command;
+use crate::config::{self, GRPC_OVERHEAD_BYTES, ServerConfig};
+use crate::error::ServerError;
+use crate::executor::Executor;
+use crate::mvcc::store::{ApplyOutput, KvStore};
+use crate::service::{ClusterService, KvService, MaintenanceService};
+use crate::storage::open_backend;
+
+/// The etcd version this server reports (clients such as Kubernetes gate features on it).
+pub const ETCD_VERSION: &str = "3.5.17";
+/// The etcd cluster version this server reports.
+pub const CLUSTER_VERSION: &str = "3.5";
+
+/// This member as the cluster sees it.
+#[derive(Debug, Clone)]
+pub struct MemberInfo {
+    /// Member id (derived as etcd does).
+    pub id: u64,
+    /// `--name`.
+    pub name: String,
+    /// Advertised peer URLs.
+    pub peer_urls: Vec<String>,
+    /// Advertised client URLs.
+    pub client_urls: Vec<String>,
+}
+
+/// What every service needs: the store, the consensus handle, ids and limits.
+#[derive(Debug)]
+pub struct ServerContext {
+    /// The MVCC store.
+    pub store: Arc<KvStore>,
+    /// Proposes commands through consensus.
+    pub node: SoloHandle<Command, ApplyOutput>,
+    /// The cluster id.
+    pub cluster_id: u64,
+    /// This member.
+    pub member: MemberInfo,
+    /// The configuration the member started with.
+    pub config: ServerConfig,
+}
+
+impl ServerContext {
+    /// An etcd response header at `revision`.
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member.id,
+            revision,
+            raft_term: self.node.term(),
+        }
+    }
+}
+
+/// Opens the member's durable state and starts consensus; no listeners yet.
+pub fn open(config: ServerConfig) -> Result<Arc<ServerContext>, ServerError> {
+    config.validate()?;
+    let data_dir = config.data_dir();
+    let member_dir = data_dir.join("member");
+    std::fs::create_dir_all(&member_dir)?;
+    let backend = open_backend(config.backend, &member_dir.join("kv"))?;
+    let store = KvStore::open(backend)?;
+    let log = RaftEngineLog::open(&member_dir.join("log"))
+        .map_err(|e| ServerError::Consensus(e.to_string()))?;
+    let executor = Arc::new(Executor::new(Arc::clone(&store)));
+    let node = SoloNode::start(log, executor, SoloConfig::default())
+        .map_err(|e| ServerError::Consensus(e.to_string()))?;
+
+    let members = config.initial_members()?;
+    let ids: Vec<u64> = members
+        .iter()
+        .map(|(_, urls)| config::member_id(urls, &config.initial_cluster_token))
+        .collect();
+    let (_, peer_urls) = members
+        .iter()
+        .find(|(n, _)| *n == config.name)
+        .ok_or_else(|| ServerError::Config("local member missing from --initial-cluster".into()))?;
+    let member = MemberInfo {
+        id: config::member_id(peer_urls, &config.initial_cluster_token),
+        name: config.name.clone(),
+        peer_urls: peer_urls.clone(),
+        client_urls: config.advertise_client_urls.clone(),
+    };
+    let cluster_id = config::cluster_id(&ids);
+    tracing::info!(
+        data_dir = %data_dir.display(),
+        backend = %config.backend,
+        member_id = %format!("{:x}", member.id),
+        cluster_id = %format!("{cluster_id:x}"),
+        applied_index = store.applied_index(),
+        revision = store.current_revision(),
+        "opened member"
+    );
+    Ok(Arc::new(ServerContext {
+        store,
+        node,
+        cluster_id,
+        member,
+        config,
+    }))
+}
+
+/// Serves the member until `shutdown` resolves, then stops consensus cleanly.
+pub async fn run(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let ctx = open(config)?;
+    let addrs = config::listen_addrs(&ctx.config.listen_client_urls)?;
+    let mut listeners = Vec::new();
+    for addr in &addrs {
+        match tokio::net::TcpListener::bind(addr.addr).await {
+            Ok(l) => listeners.push(TcpListenerStream::new(l)),
+            // `localhost` on a machine without IPv6 still serves IPv4.
+            Err(e) if addr.addr.is_ipv6() && addrs.len() > 1 => {
+                tracing::warn!(address = %addr.addr, error = %e, "cannot listen on IPv6 address; skipping");
+            }
+            Err(e) => return Err(ServerError::Config(format!("listen on {}: {e}", addr.addr))),
+        }
+    }
+    let incoming = futures::stream::select_all(listeners).map(|conn| {
+        conn.inspect(|stream| {
+            let _ = stream.set_nodelay(true);
+        })
+    });
+
+    let max_decode = ctx
+        .config
+        .max_request_bytes
+        .saturating_add(GRPC_OVERHEAD_BYTES);
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let router = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(
+            KvServer::new(KvService::new(Arc::clone(&ctx))).max_decoding_message_size(max_decode),
+        )
+        .add_service(
+            MaintenanceServer::new(MaintenanceService::new(Arc::clone(&ctx)))
+                .max_decoding_message_size(max_decode),
+        )
+        .add_service(
+            ClusterServer::new(ClusterService::new(Arc::clone(&ctx)))
+                .max_decoding_message_size(max_decode),
+        );
+
+    tracing::info!(
+        cluster_version = CLUSTER_VERSION,
+        "enabled capabilities for version"
+    );
+    tracing::info!(
+        local_member_id = %format!("{:x}", ctx.member.id),
+        local_member_attributes = %format!("{{Name:{} ClientURLs:[{}]}}", ctx.member.name, ctx.member.client_urls.join(" ")),
+        cluster_id = %format!("{:x}", ctx.cluster_id),
+        "published local member to cluster through raft"
+    );
+    tracing::info!("ready to serve client requests");
+    for addr in &addrs {
+        tracing::info!(
+            "serving insecure client requests on {}, this is strongly discouraged!",
+            addr.addr
+        );
+    }
+    let served = router
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    tracing::info!("stopping member");
+    ctx.node.shutdown();
+    if tokio::time::timeout(Duration::from_secs(10), ctx.node.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!("consensus did not stop within 10s");
+    }
+    served.map_err(|e| ServerError::Io(std::io::Error::other(e)))?;
+    tracing::info!("stopped member");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => tracing::info!("received interrupt signal, shutting down"),
+            _ = term.recv() => tracing::info!("received terminated signal, shutting down"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Whether `path` holds a member's data (for logs and tests).
+pub fn has_member_data(path: &Path) -> bool {
+    path.join("member").is_dir()
+}

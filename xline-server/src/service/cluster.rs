@@ -1,0 +1,76 @@
+//! `etcdserverpb.Cluster`: membership. A single member lists itself; changing membership comes
+//! with the replicated cluster and answers `Unimplemented` until then.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use xline_proto::etcdserverpb::cluster_server::Cluster;
+use xline_proto::etcdserverpb::{
+    Member, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
+    MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
+    MemberUpdateRequest, MemberUpdateResponse,
+};
+
+use crate::error::ServerError;
+use crate::server::ServerContext;
+
+/// Serves MemberList; the other RPCs are not available yet.
+#[derive(Debug, Clone)]
+pub struct ClusterService {
+    ctx: Arc<ServerContext>,
+}
+
+impl ClusterService {
+    /// A Cluster service over the member's context.
+    pub fn new(ctx: Arc<ServerContext>) -> Self {
+        Self { ctx }
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn member_add(
+        &self,
+        _: Request<MemberAddRequest>,
+    ) -> Result<Response<MemberAddResponse>, Status> {
+        Err(ServerError::Unimplemented("/etcdserverpb.Cluster/MemberAdd").into())
+    }
+
+    async fn member_remove(
+        &self,
+        _: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
+        Err(ServerError::Unimplemented("/etcdserverpb.Cluster/MemberRemove").into())
+    }
+
+    async fn member_update(
+        &self,
+        _: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
+        Err(ServerError::Unimplemented("/etcdserverpb.Cluster/MemberUpdate").into())
+    }
+
+    async fn member_list(
+        &self,
+        _: Request<MemberListRequest>,
+    ) -> Result<Response<MemberListResponse>, Status> {
+        let m = &self.ctx.member;
+        Ok(Response::new(MemberListResponse {
+            header: Some(self.ctx.header(self.ctx.store.current_revision())),
+            members: vec![Member {
+                id: m.id,
+                name: m.name.clone(),
+                peer_ur_ls: m.peer_urls.clone(),
+                client_ur_ls: m.client_urls.clone(),
+                is_learner: false,
+            }],
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        _: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        Err(ServerError::Unimplemented("/etcdserverpb.Cluster/MemberPromote").into())
+    }
+}
