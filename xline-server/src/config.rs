@@ -237,10 +237,11 @@ pub fn preprocess_args(args: impl IntoIterator<Item = String>) -> (Vec<String>, 
         };
         if let Some((_, is_bool)) = IGNORED_ETCD_FLAGS.iter().find(|(f, _)| *f == name) {
             let mut given = arg.clone();
-            if !is_bool && !has_inline_value {
-                if let Some(value) = iter.next() {
-                    given = format!("{arg} {value}");
-                }
+            if !is_bool
+                && !has_inline_value
+                && let Some(value) = iter.next()
+            {
+                given = format!("{arg} {value}");
             }
             ignored.push(given);
         } else if OWN_FLAGS.contains(&name) && !arg.starts_with("--") {
@@ -265,13 +266,12 @@ pub struct ListenAddr {
 pub fn listen_addrs(urls: &[String]) -> Result<Vec<ListenAddr>, ServerError> {
     let mut out = Vec::new();
     for url in urls {
-        let rest = if let Some(rest) = url.strip_prefix("http://") {
-            rest
-        } else if url.starts_with("https://") || url.starts_with("unixs://") {
+        if url.starts_with("https://") || url.starts_with("unixs://") {
             return Err(ServerError::Config(format!(
                 "{url}: TLS listeners are not supported yet"
             )));
-        } else {
+        }
+        let Some(rest) = url.strip_prefix("http://") else {
             return Err(ServerError::Config(format!(
                 "{url}: URL scheme must be http"
             )));

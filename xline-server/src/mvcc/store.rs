@@ -55,6 +55,9 @@ struct State {
     applied_index: u64,
 }
 
+/// A physical compaction to run: the revision and the revisions at or below it to keep.
+type CompactionJob = (i64, HashSet<Revision>);
+
 /// How many backend keys a restore scan or a physical-compaction step handles at once.
 const CHUNK: usize = 1000;
 
@@ -63,7 +66,7 @@ pub struct KvStore {
     backend: Arc<dyn Backend>,
     state: RwLock<State>,
     /// Jobs for the compactor thread; `None` once the store is dropping.
-    compactor: parking_lot::Mutex<Option<mpsc::Sender<(i64, HashSet<Revision>)>>>,
+    compactor: parking_lot::Mutex<Option<mpsc::Sender<CompactionJob>>>,
     compactor_thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
     finished_compaction: watch::Receiver<i64>,
 }
@@ -147,7 +150,7 @@ impl KvStore {
         }
 
         let (done_tx, done_rx) = watch::channel(finished);
-        let (tx, rx) = mpsc::channel::<(i64, HashSet<Revision>)>();
+        let (tx, rx) = mpsc::channel::<CompactionJob>();
         let worker_backend = Arc::clone(&backend);
         let thread = std::thread::Builder::new()
             .name("mvcc-compactor".into())
@@ -346,7 +349,7 @@ struct Applier<'a> {
     st: &'a mut State,
     wb: &'a mut WriteBatch,
     pending: &'a mut HashMap<Revision, KeyValue>,
-    compactions: &'a mut Vec<(i64, HashSet<Revision>)>,
+    compactions: &'a mut Vec<CompactionJob>,
     main: i64,
     /// Writes done so far by this request.
     sub: i64,

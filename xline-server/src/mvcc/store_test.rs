@@ -86,7 +86,7 @@ fn delete_then_recreate_starts_a_new_generation() {
     }));
     match apply_one(&store, 3, del).unwrap() {
         CommandResponse::DeleteRange(d) => {
-            assert_eq!((d.deleted, d.header.unwrap().revision), (0, 2))
+            assert_eq!((d.deleted, d.header.unwrap().revision), (0, 2));
         }
         other => panic!("{other:?}"),
     }
