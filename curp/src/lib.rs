@@ -9,6 +9,7 @@
 //! proposals until the full consensus node exists.
 
 pub mod cmd;
+pub mod core;
 pub mod error;
 pub mod solo;
 pub mod storage;
