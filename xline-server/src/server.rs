@@ -148,6 +148,7 @@ pub async fn run(
         .await;
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .layer(crate::status::OversizeStatusLayer)
         .add_service(health_service)
         .add_service(
             KvServer::new(KvService::new(Arc::clone(&ctx))).max_decoding_message_size(max_decode),

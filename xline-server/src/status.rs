@@ -1,5 +1,6 @@
 //! The one place a `tonic::Status` is built: etcd's gRPC code and exact message for every error.
 
+use tonic::codegen::{Service, http};
 use tonic::{Code, Status};
 
 use crate::error::{EtcdError, ServerError};
@@ -83,6 +84,86 @@ impl From<ServerError> for Status {
             ServerError::Io(e) => Status::internal(e.to_string()),
         }
     }
+}
+
+/// A tower layer that gives oversized requests grpc-go's answer. tonic rejects a message over
+/// the receive limit with `OutOfRange` and its own wording; etcd (grpc-go) answers
+/// `ResourceExhausted` with "grpc: received message larger than max (N vs. M)", and clients
+/// match on that code.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OversizeStatusLayer;
+
+impl<S> tower_layer::Layer<S> for OversizeStatusLayer {
+    type Service = OversizeStatus<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        OversizeStatus(inner)
+    }
+}
+
+/// The service [`OversizeStatusLayer`] wraps around the router.
+#[derive(Debug, Clone)]
+pub struct OversizeStatus<S>(S);
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for OversizeStatus<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<ResBody>;
+    type Error = S::Error;
+    type Future =
+        futures::future::MapOk<S::Future, fn(http::Response<ResBody>) -> http::Response<ResBody>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+        use futures::TryFutureExt;
+        self.0
+            .call(req)
+            .map_ok(remap_oversize::<ResBody> as fn(_) -> _)
+    }
+}
+
+/// Rewrites tonic's "decoded message length too large: found N bytes, the limit is: M bytes".
+fn remap_oversize<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let is_out_of_range = headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"11");
+    if !is_out_of_range {
+        return response;
+    }
+    let Some(message) = headers.get("grpc-message").and_then(|v| v.to_str().ok()) else {
+        return response;
+    };
+    let decoded = message
+        .replace("%20", " ")
+        .replace("%3A", ":")
+        .replace("%2C", ",");
+    let Some(rest) = decoded
+        .split("decoded message length too large: found ")
+        .nth(1)
+    else {
+        return response;
+    };
+    let mut numbers = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty());
+    let (Some(found), Some(limit)) = (numbers.next(), numbers.next()) else {
+        return response;
+    };
+    let text = format!("grpc: received message larger than max ({found} vs. {limit})");
+    if let Ok(value) = http::HeaderValue::from_str(&text) {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+        headers.insert("grpc-message", value);
+    }
+    response
 }
 
 #[cfg(test)]
@@ -385,6 +466,33 @@ mod tests {
             let via_server = Status::from(ServerError::from(*err));
             assert_eq!((via_server.code(), via_server.message()), (*code, *msg));
         }
+    }
+
+    #[test]
+    fn oversize_is_resource_exhausted() {
+        let resp = http::Response::builder()
+            .header("grpc-status", "11")
+            .header(
+                "grpc-message",
+                "Error, decoded message length too large: found 590858 bytes, the limit is: 525312 bytes",
+            )
+            .body(())
+            .unwrap();
+        let resp = remap_oversize(resp);
+        assert_eq!(resp.headers()["grpc-status"], "8");
+        assert_eq!(
+            resp.headers()["grpc-message"],
+            "grpc: received message larger than max (590858 vs. 525312)"
+        );
+        let other = http::Response::builder()
+            .header("grpc-status", "11")
+            .header(
+                "grpc-message",
+                "etcdserver: mvcc: required revision is a future revision",
+            )
+            .body(())
+            .unwrap();
+        assert_eq!(remap_oversize(other).headers()["grpc-status"], "11");
     }
 
     #[test]

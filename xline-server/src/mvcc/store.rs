@@ -114,7 +114,8 @@ impl KvStore {
                     .map_err(|_| ServerError::Corrupt("applied index".into()))?,
             ),
         };
-        let mut current_rev = meta_i64(&*backend, META_CURRENT_REV)?.unwrap_or(0);
+        // etcd's store starts at revision 1: the first write creates revision 2.
+        let mut current_rev = meta_i64(&*backend, META_CURRENT_REV)?.unwrap_or(1);
         let scheduled = meta_i64(&*backend, META_SCHEDULED_COMPACT_REV)?.unwrap_or(-1);
         let finished = meta_i64(&*backend, META_FINISHED_COMPACT_REV)?.unwrap_or(-1);
 

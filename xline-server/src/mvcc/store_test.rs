@@ -45,7 +45,7 @@ fn puts_share_nothing_across_requests_and_track_versions() {
             other => panic!("{other:?}"),
         })
         .collect();
-    assert_eq!(revs, vec![1, 2, 3]);
+    assert_eq!(revs, vec![2, 3, 4], "a fresh store is at revision 1");
     let a = get(&store, "a", 0).unwrap();
     assert_eq!(
         (
@@ -54,12 +54,13 @@ fn puts_share_nothing_across_requests_and_track_versions() {
             a.version,
             a.value.as_slice()
         ),
-        (1, 2, 2, &b"2"[..])
+        (2, 3, 2, &b"2"[..])
     );
-    assert_eq!(get(&store, "a", 1).unwrap().value, b"1");
-    assert!(get(&store, "b", 2).is_none());
+    assert_eq!(get(&store, "a", 2).unwrap().value, b"1");
+    assert!(get(&store, "a", 1).is_none());
+    assert!(get(&store, "b", 3).is_none());
     assert_eq!(store.applied_index(), 3);
-    assert_eq!(store.current_revision(), 3);
+    assert_eq!(store.current_revision(), 4);
 }
 
 #[test]
@@ -75,7 +76,7 @@ fn delete_then_recreate_starts_a_new_generation() {
         CommandResponse::DeleteRange(d) => {
             assert_eq!(d.deleted, 1);
             assert_eq!(d.prev_kvs[0].value, b"v1");
-            assert_eq!(d.header.unwrap().revision, 2);
+            assert_eq!(d.header.unwrap().revision, 3);
         }
         other => panic!("{other:?}"),
     }
@@ -86,13 +87,13 @@ fn delete_then_recreate_starts_a_new_generation() {
     }));
     match apply_one(&store, 3, del).unwrap() {
         CommandResponse::DeleteRange(d) => {
-            assert_eq!((d.deleted, d.header.unwrap().revision), (0, 2));
+            assert_eq!((d.deleted, d.header.unwrap().revision), (0, 3));
         }
         other => panic!("{other:?}"),
     }
     apply_one(&store, 4, put("k", "v2")).unwrap();
     let k = get(&store, "k", 0).unwrap();
-    assert_eq!((k.create_revision, k.mod_revision, k.version), (3, 3, 1));
+    assert_eq!((k.create_revision, k.mod_revision, k.version), (4, 4, 1));
 }
 
 fn txn_put(key: &str, value: &str) -> RequestOp {
@@ -134,15 +135,15 @@ fn txn_writes_share_one_revision_and_reads_see_them() {
         other => panic!("{other:?}"),
     };
     assert!(resp.succeeded);
-    assert_eq!(resp.header.unwrap().revision, 2);
+    assert_eq!(resp.header.unwrap().revision, 3);
     match &resp.responses[2].response {
         Some(response_op::Response::ResponseRange(r)) => {
             assert_eq!(r.kvs[0].value, b"2");
-            assert_eq!(r.header.as_ref().unwrap().revision, 2);
+            assert_eq!(r.header.as_ref().unwrap().revision, 3);
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(get(&store, "c", 0).unwrap().mod_revision, 2);
+    assert_eq!(get(&store, "c", 0).unwrap().mod_revision, 3);
     // A lease that does not exist fails the whole txn before anything is written.
     let bad = TxnRequest {
         compare: vec![],
@@ -163,7 +164,7 @@ fn txn_writes_share_one_revision_and_reads_see_them() {
         Err(EtcdError::LeaseNotFound)
     );
     assert!(get(&store, "d", 0).is_none());
-    assert_eq!(store.current_revision(), 2);
+    assert_eq!(store.current_revision(), 3);
 }
 
 #[test]
@@ -178,10 +179,10 @@ fn compaction_errors_and_reads() {
             physical: false,
         }))
     };
-    assert_eq!(apply_one(&store, 6, compact(9)), Err(EtcdError::FutureRev));
-    apply_one(&store, 7, compact(3)).unwrap();
-    assert_eq!(apply_one(&store, 8, compact(3)), Err(EtcdError::Compacted));
-    assert_eq!(apply_one(&store, 9, compact(2)), Err(EtcdError::Compacted));
+    assert_eq!(apply_one(&store, 6, compact(10)), Err(EtcdError::FutureRev));
+    apply_one(&store, 7, compact(4)).unwrap();
+    assert_eq!(apply_one(&store, 8, compact(4)), Err(EtcdError::Compacted));
+    assert_eq!(apply_one(&store, 9, compact(3)), Err(EtcdError::Compacted));
     let at = |rev| {
         store.range(&RangeRequest {
             key: "k".into(),
@@ -190,15 +191,15 @@ fn compaction_errors_and_reads() {
         })
     };
     assert!(matches!(
-        at(2),
+        at(3),
         Err(ServerError::Etcd(EtcdError::Compacted))
     ));
     assert!(matches!(
-        at(6),
+        at(7),
         Err(ServerError::Etcd(EtcdError::FutureRev))
     ));
-    assert_eq!(at(3).unwrap().kvs[0].value, b"v3");
-    assert_eq!(at(4).unwrap().kvs[0].value, b"v4");
+    assert_eq!(at(4).unwrap().kvs[0].value, b"v3");
+    assert_eq!(at(6).unwrap().kvs[0].value, b"v5");
 }
 
 #[tokio::test]
@@ -224,20 +225,20 @@ async fn restore_after_reopen_including_physical_compaction() {
             &store,
             index,
             Command::new(Request::Compaction(CompactionRequest {
-                revision: 8,
+                revision: 9,
                 physical: true,
             })),
         )
         .unwrap();
-        store.wait_compacted(8).await;
+        store.wait_compacted(9).await;
         index += 1;
         apply_one(&store, index, put("d", "d0")).unwrap();
         assert_eq!(store.flush().unwrap(), index);
     }
     let store = KvStore::open(Arc::new(RedbBackend::open(dir.path()).unwrap())).unwrap();
     assert_eq!(store.applied_index(), 12);
-    assert_eq!(store.current_revision(), 11);
-    assert_eq!(store.compact_revision(), 8);
+    assert_eq!(store.current_revision(), 12);
+    assert_eq!(store.compact_revision(), 9);
     let a = get(&store, "a", 0).unwrap();
     assert_eq!(
         (
@@ -246,16 +247,16 @@ async fn restore_after_reopen_including_physical_compaction() {
             a.mod_revision,
             a.version
         ),
-        (&b"a2"[..], 1, 7, 3)
+        (&b"a2"[..], 2, 8, 3)
     );
     assert!(get(&store, "b", 0).is_none());
-    assert_eq!(get(&store, "b", 8).unwrap().value, b"b2");
-    assert_eq!(get(&store, "c", 8).unwrap().value, b"c1");
-    // Only what reads at revision >= 8 need survived the physical compaction.
+    assert_eq!(get(&store, "b", 9).unwrap().value, b"b2");
+    assert_eq!(get(&store, "c", 9).unwrap().value, b"c1");
+    // Only what reads at revision >= 9 need survived the physical compaction.
     let stored = store.backend().range(Table::Kv, &[], &[], 0).unwrap();
-    assert_eq!(stored.len(), 6, "a@7 b@8 c@6 c@9 b-tombstone@10 d@11");
+    assert_eq!(stored.len(), 6, "a@8 b@9 c@7 c@10 b-tombstone@11 d@12");
     // Writes after the restore continue the same key histories.
     apply_one(&store, 13, put("a", "a3")).unwrap();
     let a = get(&store, "a", 0).unwrap();
-    assert_eq!((a.create_revision, a.mod_revision, a.version), (1, 12, 4));
+    assert_eq!((a.create_revision, a.mod_revision, a.version), (2, 13, 4));
 }
