@@ -3,6 +3,7 @@
 
 Usage:
   etcdctl-compat-normalize.py normalize CLIENT_URL < raw-transcript > normalized-transcript
+  etcdctl-compat-normalize.py filter NOT_COMPARED_TSV < normalized > filtered
   etcdctl-compat-normalize.py compare LEFT_NAME LEFT_FILE RIGHT_NAME RIGHT_FILE
 
 `normalize` replaces, line by line, only the values that legitimately differ between two
@@ -66,7 +67,8 @@ class Normalizer:
 
     # ---- URLs ---------------------------------------------------------------------------
     def url(self, url: str) -> str:
-        if url.rstrip("/") == self.client_url:
+        url = url.rstrip("/")
+        if url == self.client_url or url == self.client_url.split("://", 1)[-1]:
             return "<client-url>"
         return "<url>"
 
@@ -94,6 +96,12 @@ class Normalizer:
         if not isinstance(node, dict):
             return node
         out = {}
+        if parent_key == "Status":
+            # A fresh member's log may be empty (index 0), which JSON omits; etcd's bootstrap
+            # entries make its index non-zero. Both are placeholders below, so present or not,
+            # compare them as present.
+            for key in ("raftIndex", "raftAppliedIndex"):
+                node.setdefault(key, 0)
         for key, val in node.items():
             if key == "header" and isinstance(val, dict):
                 out[key] = self.header(val)
@@ -128,6 +136,8 @@ class Normalizer:
                 out[key] = "<took>"
             else:
                 out[key] = self.walk(val, key)
+        if parent_key == "Status":
+            out = dict(sorted(out.items()))  # field order independent of which were omitted
         return out
 
     def zap_line(self, obj: dict) -> dict:
@@ -188,6 +198,30 @@ def normalize(client_url: str) -> int:
     return 0
 
 
+def filter_blocks(skip_file: str) -> int:
+    """Replace the output of the commands listed in SKIP_FILE (label TAB reason) by a note."""
+    skip: dict[str, str] = {}
+    with open(skip_file, encoding="utf-8") as fh:
+        for raw in fh:
+            if "\t" in raw:
+                label, reason = raw.rstrip("\n").split("\t", 1)
+                skip[label] = reason
+    dropping = False
+    for raw in sys.stdin:
+        line = raw.rstrip("\n")
+        if line.startswith("### "):
+            # "### NNN label": the label without its sequence number.
+            label = line[4:].split(" ", 1)[-1]
+            dropping = label in skip
+            sys.stdout.write(line + "\n")
+            if dropping:
+                sys.stdout.write(f"(output not compared: {skip[label]})\n\n")
+            continue
+        if not dropping:
+            sys.stdout.write(line + "\n")
+    return 0
+
+
 def blocks(path: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     current = None
@@ -219,6 +253,8 @@ def compare(left_name: str, left: str, right_name: str, right: str) -> int:
 def main(argv: list[str]) -> int:
     if len(argv) == 3 and argv[1] == "normalize":
         return normalize(argv[2])
+    if len(argv) == 3 and argv[1] == "filter":
+        return filter_blocks(argv[2])
     if len(argv) == 6 and argv[1] == "compare":
         return compare(argv[2], argv[3], argv[4], argv[5])
     sys.stderr.write(__doc__ or "")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check of the workspace, in the order CI runs them:
 #   prerequisites -> cargo fmt --check -> clippy (-D warnings) -> build bins -> tests
-#   (cargo nextest, or cargo test when nextest is missing; then doc tests) -> etcdctl compat.
+#   (doc tests, then cargo nextest; or cargo test when nextest is missing) -> etcdctl compat.
 #
 # Prerequisites (installed with apt-get when running as root, otherwise the command is printed):
 #   protoc   (protobuf-compiler) the etcd-client dev-dependency's build script needs it
@@ -13,6 +13,7 @@
 # Environment:
 #   SKIP_FMT=1 SKIP_CLIPPY=1 SKIP_BUILD=1 SKIP_TESTS=1 SKIP_DOCTESTS=1 SKIP_COMPAT=1
 #                     skip a stage (every stage runs by default)
+#   FAIL_FAST=1       stop at the first failed stage (default: run them all, report, exit 1)
 #   NEXTEST_PROFILE   nextest profile (default: "ci" when CI=true, else "default"),
 #                     see .config/nextest.toml
 #   NO_NEXTEST=1      use `cargo test` even when cargo-nextest is installed
@@ -87,58 +88,67 @@ echo "  $(cargo --version); $(rustc --version); $(etcd --version | head -n 1); $
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 # ---- stages ------------------------------------------------------------------------------------
-if [[ ${SKIP_FMT:-} == 1 ]]; then
-    log "SKIP cargo fmt (SKIP_FMT=1)"
-else
-    log "cargo fmt --all -- --check"
-    cargo fmt --all -- --check
-fi
+# Every stage runs even when an earlier one failed (one CI run reports everything), unless
+# FAIL_FAST=1. The exit status is 1 when any stage failed.
+results=()
+failed=0
 
-if [[ ${SKIP_CLIPPY:-} == 1 ]]; then
-    log "SKIP cargo clippy (SKIP_CLIPPY=1)"
-else
-    log "cargo clippy --workspace --all-targets -- -D warnings"
-    cargo clippy --workspace --all-targets -- -D warnings
-fi
-
-if [[ ${SKIP_BUILD:-} == 1 ]]; then
-    log "SKIP cargo build (SKIP_BUILD=1)"
-else
-    log "cargo build --workspace --bins"
-    cargo build --workspace --bins
-fi
-
-if [[ ${SKIP_TESTS:-} == 1 ]]; then
-    log "SKIP tests (SKIP_TESTS=1)"
-else
-    if ((use_nextest)); then
-        if [[ -n ${NEXTEST_PROFILE:-} ]]; then
-            profile=$NEXTEST_PROFILE
-        elif [[ ${CI:-} == true ]]; then
-            profile=ci
-        else
-            profile=default
-        fi
-        # nextest does not run doc tests; they run first so nextest's summary closes the stage.
-        if [[ ${SKIP_DOCTESTS:-} == 1 ]]; then
-            log "SKIP doc tests (SKIP_DOCTESTS=1)"
-        else
-            log "cargo test --workspace --doc"
-            cargo test --workspace --doc
-        fi
-        log "cargo nextest run --workspace --profile $profile"
-        cargo nextest run --workspace --profile "$profile"
-    else
-        log "cargo test --workspace"
-        cargo test --workspace
+# stage NAME SKIP_VARIABLE COMMAND... : runs COMMAND unless $SKIP_VARIABLE is 1.
+stage() {
+    local name=$1 skip_var=$2
+    shift 2
+    if [[ ${!skip_var:-} == 1 ]]; then
+        log "SKIP $name ($skip_var=1)"
+        results+=("$name: skipped")
+        return 0
     fi
-fi
+    log "$*"
+    local t0=$SECONDS rc=0
+    "$@" || rc=$?
+    if ((rc == 0)); then
+        results+=("$name: ok ($((SECONDS - t0))s)")
+    else
+        results+=("$name: FAILED with exit code $rc ($((SECONDS - t0))s)")
+        failed=1
+        if [[ ${FAIL_FAST:-} == 1 ]]; then
+            summary
+            exit 1
+        fi
+    fi
+}
 
-if [[ ${SKIP_COMPAT:-} == 1 ]]; then
-    log "SKIP etcdctl compatibility (SKIP_COMPAT=1)"
+summary() {
+    log "summary"
+    local line
+    for line in "${results[@]}"; do
+        echo "  $line"
+    done
+}
+
+stage fmt SKIP_FMT cargo fmt --all -- --check
+stage clippy SKIP_CLIPPY cargo clippy --workspace --all-targets -- -D warnings
+stage build SKIP_BUILD cargo build --workspace --bins
+if ((use_nextest)); then
+    if [[ -n ${NEXTEST_PROFILE:-} ]]; then
+        profile=$NEXTEST_PROFILE
+    elif [[ ${CI:-} == true ]]; then
+        profile=ci
+    else
+        profile=default
+    fi
+    # nextest does not run doc tests; they run first so that nextest's summary closes the stage.
+    if [[ ${SKIP_TESTS:-} != 1 ]]; then
+        stage doctests SKIP_DOCTESTS cargo test --workspace --doc
+    fi
+    stage tests SKIP_TESTS cargo nextest run --workspace --profile "$profile"
 else
-    log "scripts/etcdctl-compat.sh"
-    scripts/etcdctl-compat.sh
+    stage tests SKIP_TESTS cargo test --workspace
 fi
+stage etcdctl-compat SKIP_COMPAT bash scripts/etcdctl-compat.sh
 
-log "all stages passed"
+summary
+if ((failed)); then
+    echo "test.sh: FAILED" >&2
+    exit 1
+fi
+echo "test.sh: all stages passed"

@@ -56,7 +56,8 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberListResponse>, Status> {
         let m = &self.ctx.member;
         Ok(Response::new(MemberListResponse {
-            header: Some(self.ctx.header(self.ctx.store.current_revision())),
+            // etcd's cluster-service headers carry no revision.
+            header: Some(self.ctx.header(0)),
             members: vec![Member {
                 id: m.id,
                 name: m.name.clone(),
