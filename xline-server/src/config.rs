@@ -85,6 +85,9 @@ pub struct ServerConfig {
     /// Raise an alarm when the backend exceeds this size (0: the 2 GiB default).
     #[arg(long, env = "XLINE_QUOTA_BACKEND_BYTES", default_value_t = 0)]
     pub quota_backend_bytes: u64,
+    /// Maximum concurrent streams each client connection may open (etcd's default: unlimited).
+    #[arg(long, env = "XLINE_MAX_CONCURRENT_STREAMS", default_value_t = u32::MAX)]
+    pub max_concurrent_streams: u32,
     /// Storage engine of the state machine.
     #[arg(long, env = "XLINE_BACKEND", value_enum, default_value_t = BackendKind::Redb)]
     pub backend: BackendKind,
@@ -106,7 +109,6 @@ const IGNORED_ETCD_FLAGS: &[(&str, bool)] = &[
     ("backend-batch-interval", false),
     ("backend-batch-limit", false),
     ("backend-bbolt-freelist-type", false),
-    ("max-concurrent-streams", false),
     ("grpc-keepalive-min-time", false),
     ("grpc-keepalive-interval", false),
     ("grpc-keepalive-timeout", false),
@@ -209,6 +211,7 @@ const OWN_FLAGS: &[&str] = &[
     "initial-cluster-token",
     "max-request-bytes",
     "max-txn-ops",
+    "max-concurrent-streams",
     "quota-backend-bytes",
     "backend",
     "log-level",
@@ -422,6 +425,7 @@ mod tests {
         assert_eq!(cfg.max_txn_ops, 128);
         assert_eq!(cfg.quota_bytes(), 2 * 1024 * 1024 * 1024);
         assert_eq!(cfg.backend, BackendKind::Redb);
+        assert_eq!(cfg.max_concurrent_streams, u32::MAX);
         cfg.validate().unwrap();
         let addrs = listen_addrs(&cfg.listen_client_urls).unwrap();
         let ips: Vec<String> = addrs.iter().map(|a| a.addr.to_string()).collect();

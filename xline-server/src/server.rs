@@ -148,6 +148,7 @@ pub async fn run(
         .await;
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .max_concurrent_streams(ctx.config.max_concurrent_streams)
         .layer(crate::status::OversizeStatusLayer)
         .add_service(health_service)
         .add_service(

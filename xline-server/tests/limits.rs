@@ -284,3 +284,26 @@ async fn malformed_protobuf() {
     let r = c.put("k2", "v2", None).await.unwrap();
     check_header(r.header(), 3);
 }
+
+#[tokio::test]
+async fn quota_backend_bytes() {
+    // Any real backend is larger than one byte, so every write that adds data is refused, while
+    // reads and deletes still work.
+    let s = TestServer::start(ServerOpts::new().arg("--quota-backend-bytes", "1")).await;
+    let mut c = s.client().await;
+    expect_status(
+        c.put("k", "v", None).await,
+        Code::ResourceExhausted,
+        "etcdserver: mvcc: database space exceeded",
+    );
+    let txn = Txn::new().and_then([TxnOp::put("k", "v", None)]);
+    expect_status(
+        c.txn(txn).await,
+        Code::ResourceExhausted,
+        "etcdserver: mvcc: database space exceeded",
+    );
+    let r = c.get("k", None).await.unwrap();
+    assert!(r.kvs().is_empty());
+    let d = c.delete("k", None).await.unwrap();
+    assert_eq!(d.deleted(), 0);
+}
