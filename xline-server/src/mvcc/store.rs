@@ -18,7 +18,7 @@ use xline_proto::etcdserverpb::{
     PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest,
     TxnResponse, request_op, response_op,
 };
-use xline_proto::mvccpb::KeyValue;
+use xline_proto::mvccpb::{Event, KeyValue, event};
 
 use super::index::Index;
 use super::range::{Values, View};
@@ -58,6 +58,21 @@ struct State {
 /// A physical compaction to run: the revision and the revisions at or below it to keep.
 type CompactionJob = (i64, HashSet<Revision>);
 
+/// The changes one applied batch made, published to watchers after the batch is stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedEvents {
+    /// Every put and delete, in revision order. Each event's `kv.mod_revision` is its revision
+    /// (a delete's `kv` holds the key and that revision only); `prev_kv` is always filled when the
+    /// key existed before, and watchers that did not ask for it strip it.
+    pub events: Vec<Event>,
+    /// The store's revision after the batch.
+    pub revision: i64,
+}
+
+/// How many applied batches a slow subscriber may fall behind before it must catch up from
+/// the store (`broadcast` reports the lag).
+const EVENT_CHANNEL_CAPACITY: usize = 1024;
+
 /// How many backend keys a restore scan or a physical-compaction step handles at once.
 const CHUNK: usize = 1000;
 
@@ -69,6 +84,7 @@ pub struct KvStore {
     compactor: parking_lot::Mutex<Option<mpsc::Sender<CompactionJob>>>,
     compactor_thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
     finished_compaction: watch::Receiver<i64>,
+    events: tokio::sync::broadcast::Sender<Arc<AppliedEvents>>,
 }
 
 impl Drop for KvStore {
@@ -184,6 +200,7 @@ impl KvStore {
             compactor: parking_lot::Mutex::new(Some(tx)),
             compactor_thread: parking_lot::Mutex::new(Some(thread)),
             finished_compaction: done_rx,
+            events: tokio::sync::broadcast::channel(EVENT_CHANNEL_CAPACITY).0,
         }))
     }
 
@@ -243,6 +260,7 @@ impl KvStore {
         let mut wb = WriteBatch::new();
         let mut pending = HashMap::new();
         let mut compactions = Vec::new();
+        let mut events = Vec::new();
         let mut outputs = Vec::with_capacity(batch.len());
         for (_, cmd) in batch {
             let mut applier = Applier {
@@ -253,6 +271,7 @@ impl KvStore {
                 wb: &mut wb,
                 pending: &mut pending,
                 compactions: &mut compactions,
+                events: &mut events,
             };
             let result = applier.apply(cmd);
             if applier.sub > 0 {
@@ -269,7 +288,14 @@ impl KvStore {
         wb.put(Table::Meta, META_APPLIED_INDEX, last_index.to_be_bytes());
         wb.put(Table::Meta, META_CURRENT_REV, st.current_rev.to_be_bytes());
         self.backend.write(wb, false)?;
+        let revision = st.current_rev;
         drop(st);
+        if !events.is_empty() {
+            // No subscriber is fine: nobody watches.
+            let _ = self
+                .events
+                .send(Arc::new(AppliedEvents { events, revision }));
+        }
         let compactor = self.compactor.lock();
         for job in compactions {
             if compactor.as_ref().is_none_or(|tx| tx.send(job).is_err()) {
@@ -277,6 +303,68 @@ impl KvStore {
             }
         }
         Ok(outputs)
+    }
+
+    /// Subscribes to the events of every batch applied from now on. A receiver that falls more
+    /// than a thousand batches behind gets `RecvError::Lagged` and must catch up with
+    /// [`KvStore::events_between`].
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<AppliedEvents>> {
+        self.events.subscribe()
+    }
+
+    /// The stored events with main revision in `from_rev..=to_rev`, in revision order, at most
+    /// about `limit` of them (whole revisions are never split; `limit` 0: no limit), read from
+    /// the backend. Fails with `Compacted` when `from_rev` is below the compaction point, and with
+    /// `FutureRev` past the current revision. Each event carries `prev_kv` when the key existed.
+    pub fn events_between(
+        &self,
+        from_rev: i64,
+        to_rev: i64,
+        limit: usize,
+    ) -> Result<Vec<Event>, ServerError> {
+        let st = self.state.read();
+        if from_rev < st.compact_rev {
+            return Err(EtcdError::Compacted.into());
+        }
+        let to_rev = to_rev.min(st.current_rev);
+        if from_rev > to_rev {
+            return Ok(Vec::new());
+        }
+        let values = Values {
+            backend: &*self.backend,
+            pending: None,
+        };
+        let start = Revision::main_key(from_rev);
+        let end = Revision::main_key(to_rev.saturating_add(1));
+        let mut events = Vec::new();
+        let mut last_main = None;
+        for (key, value) in self.backend.range(Table::Kv, &start, &end, 0)? {
+            let (rev, tombstone) = Revision::from_key(&key)
+                .ok_or_else(|| ServerError::Corrupt(format!("kv key {key:?}")))?;
+            if limit > 0 && events.len() >= limit && last_main != Some(rev.main) {
+                break;
+            }
+            last_main = Some(rev.main);
+            let mut kv = KeyValue::decode(value.as_slice())
+                .map_err(|e| ServerError::Corrupt(format!("kv at {rev:?}: {e}")))?;
+            // The value the key had just before this write, if any.
+            let prev_kv = match st.index.get(&kv.key, rev.main - 1) {
+                Some(prev) if rev.main - 1 >= st.compact_rev => Some(values.get(prev.modified)?),
+                _ => None,
+            };
+            let kind = if tombstone {
+                kv.mod_revision = rev.main;
+                event::EventType::Delete
+            } else {
+                event::EventType::Put
+            };
+            events.push(Event {
+                r#type: kind as i32,
+                kv: Some(kv),
+                prev_kv,
+            });
+        }
+        Ok(events)
     }
 
     /// Makes every applied batch durable; returns the applied index that now is.
@@ -351,6 +439,7 @@ struct Applier<'a> {
     wb: &'a mut WriteBatch,
     pending: &'a mut HashMap<Revision, KeyValue>,
     compactions: &'a mut Vec<CompactionJob>,
+    events: &'a mut Vec<Event>,
     main: i64,
     /// Writes done so far by this request.
     sub: i64,
@@ -429,6 +518,11 @@ impl Applier<'_> {
         self.wb
             .put(Table::Kv, rev.to_key(false), kv.encode_to_vec());
         self.st.index.put(&req.key, rev);
+        self.events.push(Event {
+            r#type: event::EventType::Put as i32,
+            kv: Some(kv.clone()),
+            prev_kv: prev.clone(),
+        });
         self.pending.insert(rev, kv);
         self.sub += 1;
         Ok(PutResponse {
@@ -443,14 +537,16 @@ impl Applier<'_> {
     ) -> Result<DeleteRangeResponse, ServerError> {
         let rev_now = self.read_rev();
         let keys = self.st.index.range(&req.key, &req.range_end, rev_now, 0);
-        let mut prev_kvs = Vec::new();
-        if req.prev_kv {
+        // Watchers may want the deleted values too, so they are read whether or not the request
+        // asked for them.
+        let mut prev_kvs = Vec::with_capacity(keys.len());
+        {
             let view = self.view();
             for (_, r) in &keys {
                 prev_kvs.push(view.values.get(*r)?);
             }
         }
-        for (key, _) in &keys {
+        for ((key, _), prev) in keys.iter().zip(&prev_kvs) {
             let rev = Revision::new(self.main, self.sub);
             if !self.st.index.tombstone(key, rev) {
                 return Err(ServerError::Corrupt(format!(
@@ -463,12 +559,21 @@ impl Applier<'_> {
             };
             self.wb
                 .put(Table::Kv, rev.to_key(true), tomb.encode_to_vec());
+            self.events.push(Event {
+                r#type: event::EventType::Delete as i32,
+                kv: Some(KeyValue {
+                    key: key.clone(),
+                    mod_revision: self.main,
+                    ..Default::default()
+                }),
+                prev_kv: Some(prev.clone()),
+            });
             self.sub += 1;
         }
         Ok(DeleteRangeResponse {
             header: header(self.read_rev()),
             deleted: keys.len() as i64,
-            prev_kvs,
+            prev_kvs: if req.prev_kv { prev_kvs } else { Vec::new() },
         })
     }
 

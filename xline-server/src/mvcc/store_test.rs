@@ -6,6 +6,7 @@ use xline_proto::etcdserverpb::{
     CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
     TxnRequest, compare, request_op, response_op,
 };
+use xline_proto::mvccpb::Event;
 
 use super::*;
 use crate::command::{Command, Request};
@@ -259,4 +260,56 @@ async fn restore_after_reopen_including_physical_compaction() {
     apply_one(&store, 13, put("a", "a3")).unwrap();
     let a = get(&store, "a", 0).unwrap();
     assert_eq!((a.create_revision, a.mod_revision, a.version), (2, 13, 4));
+}
+
+#[test]
+fn applied_events_match_the_stored_history() {
+    let store = KvStore::open(Arc::new(MemoryBackend::new())).unwrap();
+    let mut rx = store.subscribe();
+    apply_one(&store, 1, put("a", "1")).unwrap();
+    let del = Command::new(Request::DeleteRange(DeleteRangeRequest {
+        key: "a".into(),
+        range_end: "b".into(),
+        ..Default::default()
+    }));
+    store.apply(&[(2, put("a", "2")), (3, del)]).unwrap();
+    let first = rx.try_recv().unwrap();
+    let second = rx.try_recv().unwrap();
+    assert_eq!((first.revision, second.revision), (2, 4));
+    let live: Vec<Event> = first.events.iter().chain(&second.events).cloned().collect();
+    let kinds: Vec<(i32, i64, Option<Vec<u8>>)> = live
+        .iter()
+        .map(|e| {
+            (
+                e.r#type,
+                e.kv.as_ref().unwrap().mod_revision,
+                e.prev_kv.as_ref().map(|p| p.value.clone()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (0, 2, None),
+            (0, 3, Some(b"1".to_vec())),
+            (1, 4, Some(b"2".to_vec()))
+        ]
+    );
+    // The same history read back from the backend, whole or from a revision on.
+    assert_eq!(store.events_between(2, 4, 0).unwrap(), live);
+    assert_eq!(store.events_between(3, 10, 0).unwrap(), live[1..].to_vec());
+    assert_eq!(store.events_between(2, 4, 1).unwrap(), live[..1].to_vec());
+    apply_one(
+        &store,
+        4,
+        Command::new(Request::Compaction(CompactionRequest {
+            revision: 3,
+            physical: false,
+        })),
+    )
+    .unwrap();
+    assert!(matches!(
+        store.events_between(2, 4, 0),
+        Err(ServerError::Etcd(EtcdError::Compacted))
+    ));
 }
