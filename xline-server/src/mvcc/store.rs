@@ -349,7 +349,7 @@ impl KvStore {
                 .map_err(|e| ServerError::Corrupt(format!("kv at {rev:?}: {e}")))?;
             // The value the key had just before this write, if any.
             let prev_kv = match st.index.get(&kv.key, rev.main - 1) {
-                Some(prev) if rev.main - 1 >= st.compact_rev => Some(values.get(prev.modified)?),
+                Some(prev) if rev.main > st.compact_rev => Some(values.get(prev.modified)?),
                 _ => None,
             };
             let kind = if tombstone {
