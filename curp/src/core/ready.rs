@@ -4,11 +4,14 @@
 //! 1. `core.step(input)` / `core.tick()` as inputs arrive;
 //! 2. `let rd = core.ready()`;
 //! 3. send `rd.messages` at once (they do not depend on this member's persistence);
-//! 4. persist `rd.snapshot`, `rd.entries` (appending from `entries[0].index`, truncating any
+//! 4. persist `rd.snapshot` (installing its state-machine part) or `rd.snapshot_taken`,
+//!    `rd.entries` (appending from `entries[0].index`, truncating any
 //!    tail after it), `rd.hard_state` and `rd.witness`, durably (fsync), in that order;
 //! 5. send `rd.persisted_messages`;
 //! 6. apply `rd.committed` in order, execute `rd.speculate`, deliver `rd.events`;
 //! 7. `core.advance()`, and later `core.step(Input::Applied { .. })` as applying completes.
+//!    `advance` may produce more output (the leader counts its own durable copy, an origin
+//!    commits): loop from step 2 until `ready()` is empty.
 //!
 //! A crash between steps 4 and 7 is safe: what was not persisted was never acknowledged.
 
@@ -100,7 +103,8 @@ pub struct SnapshotInstall {
     pub term: Term,
     /// Membership as of `index`.
     pub membership: Membership,
-    /// Opaque bytes for the state machine.
+    /// Snapshot bytes in the core's format: the dedup table as of `index` followed by the
+    /// state machine's opaque bytes, which [`super::snapshot_state_machine_data`] extracts.
     pub data: Bytes,
 }
 
@@ -203,6 +207,11 @@ pub struct Ready {
     pub events: Vec<Event>,
     /// The new role state, when it changed.
     pub role: Option<RoleState>,
+    /// After [`Input::SnapshotTaken`]: the snapshot record to persist (it replaces the previous
+    /// one and is what [`super::Restored::snapshot`] gives back on restart; its `data` wraps
+    /// the state machine's bytes with the dedup table). Once it is durable, the log storage
+    /// may be compacted up to its index.
+    pub snapshot_taken: Option<SnapshotInstall>,
 }
 
 impl Ready {

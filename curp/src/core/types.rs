@@ -115,6 +115,11 @@ pub enum Rejection {
     },
     /// A leadership transfer is in progress.
     LeaderTransfer,
+    /// A membership change is appended but not committed yet; changes go one at a time.
+    ChangePending,
+    /// The membership change does not apply to the current configuration (adding a member
+    /// twice, promoting a non-learner, removing a non-member or the last voter).
+    InvalidChange,
 }
 
 /// Peer-to-peer messages. Raft's, plus CURP's origin acknowledgements, proposal forwarding
@@ -143,7 +148,9 @@ pub enum Message {
         /// Whether the log matched at `prev_index`.
         success: bool,
         /// On success: the last index known to match the leader's log and be persisted; on
-        /// failure: a hint where to retry (the responder's last index).
+        /// failure: a hint where to retry, below the rejected `prev_index` (the responder's
+        /// last index, or the last one before it whose term is at most the leader's
+        /// `prev_term`).
         index: LogIndex,
         /// The read-index round being answered (0: none).
         read_round: u64,

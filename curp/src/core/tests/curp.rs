@@ -1,0 +1,455 @@
+//! CURP on top of Raft: witness records, fast proposals, origin commit, recovery on election
+//! and exactly-once (CURP.md sections 2-5, D2, D5).
+
+use super::harness::{Cluster, cmd, config, voters};
+use crate::core::{
+    CommandData, Core, Entry, EntryKind, Envelope, Event, Input, Message, Rejection, Restored,
+    Role, WitnessOp,
+};
+
+/// Records `c` at member `id` with the member's current term and version.
+fn record(cluster: &mut Cluster, id: u64, c: &CommandData) {
+    let st = cluster.cores[&id].status();
+    cluster.step(
+        id,
+        Input::Record {
+            cmd: c.clone(),
+            term: st.term,
+            cluster_version: st.membership.version,
+        },
+    );
+}
+
+fn recorded(cluster: &Cluster, id: u64) -> Vec<bool> {
+    cluster
+        .out(id)
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Recorded { accepted, .. } => Some(*accepted),
+            _ => None,
+        })
+        .collect()
+}
+
+/// W1/W2/P2: a witness accepts a record only in its term and cluster version, without a
+/// conflict, and journals it in the same Ready that carries the answer.
+#[test]
+fn record_checks_term_version_conflict_and_journals() {
+    let mut core = Core::new(
+        config(2),
+        Restored {
+            membership: voters(3),
+            ..Restored::default()
+        },
+    );
+    core.step(Input::Message(Envelope {
+        from: 1,
+        to: 2,
+        msg: Message::Append {
+            term: 1,
+            prev_index: 0,
+            prev_term: 0,
+            entries: Vec::new(),
+            commit: 0,
+            read_round: 0,
+        },
+    }));
+    core.ready();
+    core.advance();
+    let a = cmd(1, 1, "a");
+    let rec = |c: &CommandData, term, cluster_version| Input::Record {
+        cmd: c.clone(),
+        term,
+        cluster_version,
+    };
+    core.step(rec(&a, 1, 0));
+    let rd = core.ready();
+    assert_eq!(
+        rd.witness,
+        vec![WitnessOp::Insert {
+            cmd: a.clone(),
+            term: 1,
+            cluster_version: 0
+        }]
+    );
+    assert_eq!(
+        rd.events,
+        vec![Event::Recorded {
+            id: a.id,
+            accepted: true,
+            term: 1
+        }]
+    );
+    core.advance();
+    // Stale term, wrong version, conflicting key: refused, nothing journaled.
+    core.step(rec(&cmd(1, 2, "b"), 0, 0));
+    core.step(rec(&cmd(1, 3, "b"), 1, 4));
+    core.step(rec(&cmd(1, 4, "a"), 1, 0));
+    let rd = core.ready();
+    assert!(rd.witness.is_empty());
+    assert!(rd.events.iter().all(|e| matches!(
+        e,
+        Event::Recorded {
+            accepted: false,
+            ..
+        }
+    )));
+    assert_eq!(rd.events.len(), 3);
+}
+
+/// L2: at the leader a fast proposal is appended, speculated when conflict-free, and answered
+/// with `Proposed`; a conflicting one (witness or UCP) or a slow one is not speculated.
+#[test]
+fn leader_fast_propose_conflicts() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let a = cmd(1, 1, "a");
+    let a2 = cmd(2, 1, "a");
+    let b = cmd(3, 1, "b");
+    c.step(
+        1,
+        Input::Propose {
+            cmd: a.clone(),
+            fast: true,
+        },
+    );
+    c.step(
+        1,
+        Input::Propose {
+            cmd: a2.clone(),
+            fast: true,
+        },
+    );
+    c.step(
+        1,
+        Input::Propose {
+            cmd: b.clone(),
+            fast: false,
+        },
+    );
+    let term = c.cores[&1].status().term;
+    assert_eq!(
+        c.out(1).events,
+        vec![
+            Event::Proposed {
+                id: a.id,
+                conflict: false,
+                term
+            },
+            Event::Proposed {
+                id: a2.id,
+                conflict: true,
+                term
+            },
+        ]
+    );
+    assert_eq!(c.out(1).speculated, vec![a.clone()]);
+    // Every proposal is in the log, in arrival order.
+    let ids: Vec<_> = c.cores[&1]
+        .log()
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EntryKind::Command { cmd, .. } => Some(cmd.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, vec![a.id, a2.id, b.id]);
+    // Once applied, the key is free again (witness and UCP purged).
+    c.stabilize();
+    c.heartbeat(1);
+    let a3 = cmd(4, 1, "a");
+    c.step(
+        1,
+        Input::Propose {
+            cmd: a3.clone(),
+            fast: true,
+        },
+    );
+    assert_eq!(c.out(1).speculated.last(), Some(&a3));
+}
+
+/// P5: a new leader answers `conflict` until its no-op is applied (the UCP may miss
+/// committed-but-unapplied commands until then).
+#[test]
+fn new_leader_forces_conflict_until_noop_applied() {
+    let mut c = Cluster::new(3);
+    c.auto_apply = false;
+    c.elect(1);
+    let a = cmd(1, 1, "a");
+    c.step(
+        1,
+        Input::Propose {
+            cmd: a.clone(),
+            fast: true,
+        },
+    );
+    assert!(matches!(
+        c.out(1).events[..],
+        [Event::Proposed { conflict: true, .. }]
+    ));
+    assert!(c.out(1).speculated.is_empty());
+    c.step(1, Input::Applied { index: 1 });
+    let b = cmd(1, 2, "b");
+    c.step(
+        1,
+        Input::Propose {
+            cmd: b.clone(),
+            fast: true,
+        },
+    );
+    assert_eq!(c.out(1).speculated, vec![b]);
+}
+
+/// A follower forwards proposals to the leader; without a leader it refuses.
+#[test]
+fn follower_forwards_or_rejects_proposals() {
+    let mut c = Cluster::new(3);
+    let a = cmd(1, 1, "a");
+    c.step(
+        2,
+        Input::Propose {
+            cmd: a.clone(),
+            fast: true,
+        },
+    );
+    assert_eq!(
+        c.out(2).events,
+        vec![Event::Rejected {
+            id: a.id,
+            reason: Rejection::NotLeader {
+                leader: None,
+                term: 0
+            }
+        }]
+    );
+    c.elect(1);
+    c.core(2).step(Input::Propose {
+        cmd: a.clone(),
+        fast: false,
+    });
+    let rd = c.core(2).ready();
+    let term = c.cores[&2].status().term;
+    assert_eq!(
+        rd.messages,
+        vec![Envelope {
+            from: 2,
+            to: 1,
+            msg: Message::Propose { term, cmd: a }
+        }]
+    );
+}
+
+/// D2: the origin commits from the replicas' acknowledgements, before the leader's commit
+/// index reaches it: member 3 (not the origin) has not applied the entry yet.
+#[test]
+fn origin_commits_from_persist_acks() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.heartbeat(1);
+    let a = cmd(1, 1, "a");
+    c.step(
+        2,
+        Input::Propose {
+            cmd: a.clone(),
+            fast: false,
+        },
+    );
+    c.stabilize();
+    let applied = |c: &Cluster, id| c.applied_ids(id).iter().any(|x| x.1 == Some(a.id));
+    assert!(applied(&c, 2), "the origin applied its command");
+    assert!(
+        !applied(&c, 3),
+        "member 3 waits for the leader's commit index"
+    );
+    assert!(applied(&c, 1));
+    c.heartbeat(1);
+    assert!(applied(&c, 3));
+}
+
+/// D2: acknowledgements of an older term never commit (the acked entry may be overwritten).
+#[test]
+fn origin_ignores_acks_of_other_terms() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let term = c.cores[&2].status().term;
+    let commit = c.cores[&2].status().commit;
+    for from in [1, 3] {
+        c.step(
+            2,
+            Input::Message(Envelope {
+                from,
+                to: 2,
+                msg: Message::PersistAck {
+                    term,
+                    index: 1,
+                    entry_term: term - 1,
+                },
+            }),
+        );
+    }
+    assert_eq!(c.cores[&2].status().commit, commit);
+}
+
+/// E3: a command recorded at a superquorum of witnesses (the leader's included) survives the
+/// leader's loss: the next leader finds it in `r` of its majority's pools and re-appends it
+/// after its no-op.
+#[test]
+fn new_leader_recovers_fast_command() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.heartbeat(1);
+    let x = cmd(1, 1, "x");
+    record(&mut c, 2, &x);
+    record(&mut c, 3, &x);
+    assert_eq!((recorded(&c, 2), recorded(&c, 3)), (vec![true], vec![true]));
+    // The leader takes it fast but is cut off before replicating it.
+    c.isolated.insert(1);
+    c.step(
+        1,
+        Input::Propose {
+            cmd: x.clone(),
+            fast: true,
+        },
+    );
+    c.stabilize();
+    c.tick(3, 10);
+    c.elect(2);
+    c.heartbeat(2);
+    let log = c.cores[&2].log().to_vec();
+    let recovered: Vec<&Entry> = log
+        .iter()
+        .filter(|e| matches!(&e.kind, EntryKind::Command { cmd, .. } if cmd.id == x.id))
+        .collect();
+    assert_eq!(recovered.len(), 1);
+    assert!(matches!(
+        log[recovered[0].index as usize - 2].kind,
+        EntryKind::Empty
+    ));
+    assert!(
+        c.applied_ids(3).iter().any(|a| a.1 == Some(x.id)),
+        "recovered and applied"
+    );
+    // The old leader rejoins: its unreplicated copy is overwritten, x applies once.
+    c.isolated.clear();
+    // Entries sent while it was cut off are resent after the retransmission timeout.
+    for _ in 0..config(2).election_tick {
+        c.heartbeat(2);
+    }
+    let at_1: Vec<_> = c
+        .applied_ids(1)
+        .into_iter()
+        .filter(|a| a.1 == Some(x.id))
+        .collect();
+    assert_eq!(at_1.len(), 1);
+    assert!(!at_1[0].2, "not a duplicate");
+}
+
+/// E3, P3: recovery skips commands already in the new leader's log or already executed, and
+/// commands found in fewer than `r` pools.
+#[test]
+fn recovery_skips_logged_applied_and_rare_commands() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.heartbeat(1);
+    let done = cmd(1, 1, "d");
+    c.step(
+        1,
+        Input::Propose {
+            cmd: done.clone(),
+            fast: false,
+        },
+    );
+    c.stabilize();
+    c.heartbeat(1);
+    // Late records of an applied command are refused (P3).
+    record(&mut c, 2, &done);
+    assert_eq!(recorded(&c, 2), vec![false]);
+    let rare = cmd(2, 1, "r");
+    record(&mut c, 3, &rare);
+    c.isolated.insert(1);
+    c.tick(3, 10);
+    c.elect(2);
+    let ids: Vec<_> = c.cores[&2]
+        .log()
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EntryKind::Command { cmd, .. } => Some(cmd.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, vec![done.id], "nothing recovered");
+}
+
+/// D5/DD2: a retried proposal id commits again but is marked duplicate everywhere, also after
+/// a restart (the table is rebuilt from the log).
+#[test]
+fn duplicates_are_flagged_in_log_order_and_after_restart() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let a = cmd(1, 1, "a");
+    c.step(
+        1,
+        Input::Propose {
+            cmd: a.clone(),
+            fast: false,
+        },
+    );
+    c.step(
+        1,
+        Input::Propose {
+            cmd: a.clone(),
+            fast: false,
+        },
+    );
+    c.stabilize();
+    c.heartbeat(1);
+    for id in 1..=3 {
+        let flags: Vec<bool> = c
+            .applied_ids(id)
+            .iter()
+            .filter(|x| x.1 == Some(a.id))
+            .map(|x| x.2)
+            .collect();
+        assert_eq!(flags, vec![false, true], "member {id}");
+    }
+    c.restart(2);
+    c.stabilize();
+    c.step(
+        1,
+        Input::Propose {
+            cmd: a.clone(),
+            fast: false,
+        },
+    );
+    c.stabilize();
+    c.heartbeat(1);
+    let last = c.applied_ids(2).last().copied();
+    assert_eq!(last.map(|x| (x.1, x.2)), Some((Some(a.id), true)));
+}
+
+/// P3/S2: witness records are removed (and the removal journaled) once their command applied.
+#[test]
+fn witness_purged_on_apply() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.heartbeat(1);
+    let a = cmd(1, 1, "a");
+    record(&mut c, 2, &a);
+    assert_eq!(c.cores[&2].witness_records(), vec![a.clone()]);
+    c.step(
+        1,
+        Input::Propose {
+            cmd: a.clone(),
+            fast: true,
+        },
+    );
+    c.stabilize();
+    c.heartbeat(1);
+    assert!(c.cores[&2].witness_records().is_empty());
+    assert!(c.disks[&2].witness.contains(&WitnessOp::Remove(vec![a.id])));
+    // A restart replays the journal: still empty.
+    c.restart(2);
+    assert!(c.cores[&2].witness_records().is_empty());
+    assert_eq!(c.cores[&2].status().role, Role::Follower);
+}
