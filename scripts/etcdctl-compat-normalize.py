@@ -18,7 +18,12 @@ independent single-member servers that were given the same sequence of requests:
     engine and consensus log layout are implementation details);
   * member list: name, peer URLs (the two servers are configured differently on the peer side);
     the client URL is replaced by `<client-url>` (each server has its own free port);
-  * timings (`took`), and the client-side zap log lines' timestamp and connection target.
+  * timings (`took`), and the client-side zap log lines' timestamp and connection target;
+  * lease ids (chosen by each server: in JSON, in the hex of `lease` output and in the
+    `$ etcdctl` lines that name them), numbered `<lease-N>` by first appearance like member
+    ids; the remaining TTL of `lease timetolive` (whole seconds left, which depends on timing).
+    etcdctl prints a lease response's header fields at the top level of its JSON, so those are
+    normalized there too.
 
 Key and value bytes (base64 in `-w json`) are decoded when they are printable ASCII, only to make
 the transcripts readable; this is done identically for both sides.
@@ -34,6 +39,22 @@ import re
 import sys
 
 ID_MAP: dict[int, str] = {}
+LEASE_MAP: dict[int, str] = {}
+HEX_LEASE = re.compile(r"\b[0-9a-f]{16}\b")
+
+
+def lease_placeholder(value: int) -> str:
+    """Stable placeholder for a lease id, by order of first appearance (0: no lease, kept)."""
+    if value == 0:
+        return "0"
+    if value not in LEASE_MAP:
+        LEASE_MAP[value] = f"<lease-{len(LEASE_MAP) + 1}>"
+    return LEASE_MAP[value]
+
+
+def hex_leases(text: str) -> str:
+    """Replaces 16-digit hex lease ids (etcdctl's `%016x`) in a line of text."""
+    return HEX_LEASE.sub(lambda m: lease_placeholder(int(m.group(0), 16)), text)
 
 
 def id_placeholder(value: int) -> str:
@@ -96,6 +117,8 @@ class Normalizer:
         if not isinstance(node, dict):
             return node
         out = {}
+        # Lease responses: etcdctl flattens the header into the top level.
+        top_header = parent_key == "" and "cluster_id" in node and "member_id" in node
         if parent_key == "Status":
             # A fresh member's log may be empty (index 0), which JSON omits; etcd's bootstrap
             # entries make its index non-zero. Both are placeholders below, so present or not,
@@ -134,6 +157,15 @@ class Normalizer:
                 out[key] = self.url(val)
             elif key == "took":
                 out[key] = "<took>"
+            elif top_header and key in ("cluster_id", "member_id", "raft_term"):
+                out.update(self.header({key: val}))
+            elif isinstance(val, int) and (
+                (parent_key == "" and key in ("ID", "id")) or (parent_key == "leases" and key == "id") or key == "lease"
+            ):
+                out[key] = lease_placeholder(val)
+            elif top_header and key == "ttl" and isinstance(val, int) and val > 0:
+                # LeaseTimeToLive: whole seconds left.
+                out[key] = "<remaining>"
             else:
                 out[key] = self.walk(val, key)
         if parent_key == "Status":
@@ -169,6 +201,10 @@ class Normalizer:
             return f"{id_placeholder(int(m.group(1), 16))}, {m.group(2)}, <name>, {peers}, {clients}{rest}"
         # endpoint health (simple)
         line = re.sub(r"took = [0-9.]+[a-zµ]*s\b", "took = <took>", line)
+        # lease grant / timetolive / keep-alive / revoke / list (simple)
+        if re.match(r"^[0-9a-f]{16}$", line) or line.startswith("lease "):
+            line = hex_leases(line)
+        line = re.sub(r"remaining\(\d+s\)", "remaining(<n>s)", line)
         return self.text_urls(line)
 
     def line(self, line: str) -> str:
@@ -191,7 +227,9 @@ def normalize(client_url: str) -> int:
     for raw in sys.stdin:
         line = raw.rstrip("\n")
         # Transcript structure lines ("### ...", "$ etcdctl ...", "  | stdin", "[exit N]") are kept.
-        if line.startswith(("### ", "$ etcdctl ", "  | ", "[exit ")):
+        if line.startswith("$ etcdctl ") and "lease" in line:
+            sys.stdout.write(hex_leases(line) + "\n")
+        elif line.startswith(("### ", "$ etcdctl ", "  | ", "[exit ")):
             sys.stdout.write(line + "\n")
         else:
             sys.stdout.write(norm.line(line) + "\n")

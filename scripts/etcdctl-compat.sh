@@ -218,7 +218,8 @@ run_cmd() {
             "$ETCDCTL" --endpoints="$CUR_EP" --dial-timeout=2s --command-timeout=5s "$@" \
                 >"$out" 2>&1 || rc=$?
     else
-        "$ETCDCTL" --endpoints="$CUR_EP" --dial-timeout=2s --command-timeout=5s "$@" \
+        ${WATCH_TIMEOUT:+timeout "$WATCH_TIMEOUT"} \
+            "$ETCDCTL" --endpoints="$CUR_EP" --dial-timeout=2s --command-timeout=5s "$@" \
             </dev/null >"$out" 2>&1 || rc=$?
     fi
     cat "$out" >>"$CUR_OUT"
@@ -234,6 +235,14 @@ c() {
     local label=$1
     shift
     run_cmd "$label" "" "$@"
+}
+
+# w LABEL ARGS... : `etcdctl watch ARGS`, ended by `timeout` after 2 s (a watch waits for new
+# events forever, exit 124): the transcript holds the history it printed by then.
+w() {
+    local label=$1
+    shift
+    WATCH_TIMEOUT=2 run_cmd "$label" "" watch "$@"
 }
 
 # txn LABEL WRITE_OUT LINE... : `etcdctl txn -w WRITE_OUT` with LINE... (one per line) on stdin.
@@ -392,6 +401,13 @@ scenario() {
         '' 'get t/x --rev=37' 'get c --rev=20' '' '' # no write
     c "get after txns" get --prefix t/ -w json
 
+    # --- watch history (current revision: 38); nothing is written while these run
+    w "watch key from rev" --rev=1 c
+    w "watch prefix from rev prev-kv" --prefix --rev=13 --prev-kv a/
+    w "watch range from rev" --rev=20 k1 k3
+    w "watch from-key from rev" --from-key --rev=26 t/2
+    w "watch all keys from rev" --prefix --rev=33 ""
+
     # --- compaction (current revision: 38)
     c "compaction 20" compaction 20
     c "get at compacted rev" get c --rev=19
@@ -404,10 +420,45 @@ scenario() {
     c "compaction physical" compaction --physical 30
     c "get below physical compaction" get t/2 --rev=29
     c "get at physical compaction rev" get --prefix t/ --rev=30 -w json
+    w "watch at compacted rev" --rev=15 c
+    w "watch at compaction rev" --rev=30 --prefix t/
     c "put after compaction" put after compact -w json       # rev 39
+    lease_scenario                                            # revs 40-45
     c "get all final" get --from-key "" -w json
     c "endpoint status final" endpoint status -w json
     CUR_EP="${CUR_EP#http://}" c "endpoint status final (host:port endpoint)" endpoint status -w json
+}
+
+# Leases (current revision: 39). Ids are chosen by each server (the normalizer numbers them);
+# only long TTLs, so nothing expires while the scenario runs. Keys are attached one at a time
+# where `--keys` prints them: etcd lists a lease's keys in map order.
+lease_scenario() {
+    local lease
+    c "lease grant" lease grant 600
+    lease=$(awk '/granted/ {print $2}' "$WORK/cmd.out")
+    c "lease grant json" lease grant 300 -w json
+    c "lease grant ttl too large" lease grant 9000000001
+    c "lease list (soonest expiry first)" lease list
+    c "lease list json" lease list -w json
+    c "put with lease" put --lease="$lease" l/1 v1            # rev 40
+    c "get with lease json" get l/1 -w json
+    c "lease timetolive keys" lease timetolive "$lease" --keys
+    c "lease timetolive keys json" lease timetolive "$lease" --keys -w json
+    c "put second key with lease" put --lease="$lease" l/2 v2 # rev 41
+    c "put third key with lease" put --lease="$lease" l/3 v3  # rev 42
+    c "put ignore-lease keeps it" put l/1 v1b --ignore-lease  # rev 43
+    c "put without lease detaches" put l/3 v3b                # rev 44
+    c "get leased keys json" get --prefix l/ -w json
+    c "lease keep-alive once" lease keep-alive --once "$lease"
+    c "lease keep-alive once json" lease keep-alive --once "$lease" -w json
+    c "lease revoke" lease revoke "$lease"                    # rev 45: l/1 and l/2
+    c "get after lease revoke" get --prefix l/ -w json
+    c "lease revoke again" lease revoke "$lease"
+    c "lease timetolive revoked" lease timetolive "$lease"
+    c "lease timetolive unknown json" lease timetolive 1234 -w json
+    c "lease keep-alive unknown" lease keep-alive --once 1234
+    c "put with revoked lease" put --lease="$lease" l/4 v4
+    c "lease list after revoke" lease list
 }
 
 run_scenario() {

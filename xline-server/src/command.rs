@@ -6,14 +6,15 @@
 use curp::{ConflictKeys, DecodeError, KeyRange};
 use prost::Message;
 use xline_proto::etcdserverpb::{
-    CompactionRequest, DeleteRangeRequest, PutRequest, RequestOp, TxnRequest, request_op,
+    CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest,
+    RequestOp, TxnRequest, request_op,
 };
 
 /// A mutating etcd request, as appended to the consensus log.
 #[derive(Clone, PartialEq, Message)]
 pub struct Command {
     /// The request.
-    #[prost(oneof = "Request", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "Request", tags = "1, 2, 3, 4, 5, 6")]
     pub request: Option<Request>,
 }
 
@@ -32,6 +33,14 @@ pub enum Request {
     /// `KV.Compact`.
     #[prost(message, tag = "4")]
     Compaction(CompactionRequest),
+    /// `Lease.LeaseGrant`, with the id already chosen (the proposer picks one when the client
+    /// did not, so that every member applies the same).
+    #[prost(message, tag = "5")]
+    LeaseGrant(LeaseGrantRequest),
+    /// `Lease.LeaseRevoke`, from a client or from the primary's expiry task. The keys it
+    /// deletes are the lease's attached keys when it is applied.
+    #[prost(message, tag = "6")]
+    LeaseRevoke(LeaseRevokeRequest),
 }
 
 impl Command {
@@ -70,6 +79,10 @@ impl curp::Command for Command {
                     .push(KeyRange::new(del.key.clone(), del.range_end.clone()));
             }
             Some(Request::Txn(txn)) => txn_keys(txn, &mut keys),
+            Some(Request::LeaseGrant(grant)) => keys.leases.push(grant.id),
+            // The attached keys are only known when it is applied; every put attaching a key
+            // to this lease names it, so the lease id covers those.
+            Some(Request::LeaseRevoke(revoke)) => keys.leases.push(revoke.id),
             Some(Request::Compaction(_)) | None => keys.exclusive = true,
         }
         keys
@@ -147,5 +160,29 @@ mod tests {
         let compact = Command::new(Request::Compaction(CompactionRequest::default()));
         assert!(compact.conflict_keys().exclusive);
         assert!(<Command as curp::Command>::decode(&[]).is_err());
+    }
+
+    #[test]
+    fn lease_commands_round_trip_and_name_their_lease() {
+        let grant = Command::new(Request::LeaseGrant(LeaseGrantRequest { ttl: 5, id: 42 }));
+        let revoke = Command::new(Request::LeaseRevoke(LeaseRevokeRequest { id: 42 }));
+        for cmd in [&grant, &revoke] {
+            let back = <Command as curp::Command>::decode(&curp::Command::encode(cmd)).unwrap();
+            assert_eq!(&back, cmd);
+            let keys = cmd.conflict_keys();
+            assert_eq!(keys.leases, vec![42]);
+            assert!(keys.ranges.is_empty() && !keys.exclusive);
+        }
+        let put = Command::new(Request::Put(PutRequest {
+            key: b"k".to_vec(),
+            lease: 42,
+            ..Default::default()
+        }));
+        assert!(revoke.conflict_keys().conflicts_with(&put.conflict_keys()));
+        assert!(
+            grant
+                .conflict_keys()
+                .conflicts_with(&revoke.conflict_keys())
+        );
     }
 }

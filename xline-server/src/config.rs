@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -94,6 +95,66 @@ pub struct ServerConfig {
     /// Log level: debug, info, warn, error, panic or fatal.
     #[arg(long, env = "XLINE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// How often idle watchers that asked for `progress_notify` get an empty response with the
+    /// current revision (a Go duration such as `10m`, `5s` or `100ms`).
+    #[arg(
+        long,
+        env = "XLINE_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        default_value = "10m",
+        value_parser = parse_go_duration
+    )]
+    pub experimental_watch_progress_notify_interval: Duration,
+    /// Maximum watchers one Watch stream may hold; a create request past it is answered with a
+    /// canceled watcher (xline's own flag: etcd has no such limit).
+    #[arg(long, env = "XLINE_MAX_WATCHERS_PER_STREAM", default_value_t = 10000)]
+    pub max_watchers_per_stream: usize,
+}
+
+/// Parses a Go duration (`time.ParseDuration`): a sequence of decimal numbers, each with a unit
+/// (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`), such as `10m`, `1.5s` or `1h30m`; `0` alone is allowed.
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("invalid duration {text:?}");
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if text.starts_with('-') {
+        return Err(format!("negative duration {text:?}"));
+    }
+    let mut rest = text.strip_prefix('+').unwrap_or(text);
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("missing unit in duration {text:?}"))?;
+        let (num, tail) = rest.split_at(num_len);
+        if num.is_empty() || num == "." {
+            return Err(invalid());
+        }
+        let value: f64 = num.parse().map_err(|_| invalid())?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let nanos_per_unit = match unit {
+            "ns" => 1.0,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            "" => return Err(format!("missing unit in duration {text:?}")),
+            _ => return Err(format!("unknown unit {unit:?} in duration {text:?}")),
+        };
+        total += value * nanos_per_unit;
+        rest = tail;
+    }
+    if !total.is_finite() || total > u64::MAX as f64 {
+        return Err(invalid());
+    }
+    Ok(Duration::from_nanos(total.round() as u64))
 }
 
 /// etcd server flags with no meaning here yet: accepted and logged as ignored. `true` marks a
@@ -180,7 +241,6 @@ const IGNORED_ETCD_FLAGS: &[(&str, bool)] = &[
     ("experimental-compaction-batch-limit", false),
     ("experimental-compaction-sleep-interval", false),
     ("experimental-peer-skip-client-san-verification", true),
-    ("experimental-watch-progress-notify-interval", false),
     ("experimental-warning-apply-duration", false),
     ("experimental-warning-unary-request-duration", false),
     ("experimental-memory-mlock", true),
@@ -215,6 +275,8 @@ const OWN_FLAGS: &[&str] = &[
     "quota-backend-bytes",
     "backend",
     "log-level",
+    "experimental-watch-progress-notify-interval",
+    "max-watchers-per-stream",
     "help",
     "version",
 ];
@@ -373,6 +435,16 @@ impl ServerConfig {
                 self.name
             )));
         }
+        if self.experimental_watch_progress_notify_interval.is_zero() {
+            return Err(ServerError::Config(
+                "--experimental-watch-progress-notify-interval must be >0".into(),
+            ));
+        }
+        if self.max_watchers_per_stream == 0 {
+            return Err(ServerError::Config(
+                "--max-watchers-per-stream must be at least 1".into(),
+            ));
+        }
         listen_addrs(&self.listen_client_urls)?;
         Ok(())
     }
@@ -426,6 +498,11 @@ mod tests {
         assert_eq!(cfg.quota_bytes(), 2 * 1024 * 1024 * 1024);
         assert_eq!(cfg.backend, BackendKind::Redb);
         assert_eq!(cfg.max_concurrent_streams, u32::MAX);
+        assert_eq!(
+            cfg.experimental_watch_progress_notify_interval,
+            Duration::from_secs(600)
+        );
+        assert_eq!(cfg.max_watchers_per_stream, 10000);
         cfg.validate().unwrap();
         let addrs = listen_addrs(&cfg.listen_client_urls).unwrap();
         let ips: Vec<String> = addrs.iter().map(|a| a.addr.to_string()).collect();
@@ -475,6 +552,39 @@ mod tests {
         );
         let (kept, _) = preprocess_args(["xline", "--no-such-flag"].map(String::from));
         assert!(ServerConfig::try_parse_from(kept).is_err());
+    }
+
+    #[test]
+    fn go_durations() {
+        let ok = [
+            ("10m", Duration::from_secs(600)),
+            ("5s", Duration::from_secs(5)),
+            ("100ms", Duration::from_millis(100)),
+            ("1h30m", Duration::from_secs(5400)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("300us", Duration::from_micros(300)),
+            ("2\u{b5}s", Duration::from_micros(2)),
+            ("7ns", Duration::from_nanos(7)),
+            ("0", Duration::ZERO),
+        ];
+        for (text, want) in ok {
+            assert_eq!(parse_go_duration(text), Ok(want), "{text}");
+        }
+        for bad in ["", "10", "-1s", "1x", "s", ".s", "1.2.3s"] {
+            assert!(parse_go_duration(bad).is_err(), "{bad}");
+        }
+        let (cfg, ignored) = parse(&[
+            "xline",
+            "--experimental-watch-progress-notify-interval=250ms",
+            "-max-watchers-per-stream",
+            "3",
+        ]);
+        assert!(ignored.is_empty());
+        assert_eq!(
+            cfg.experimental_watch_progress_notify_interval,
+            Duration::from_millis(250)
+        );
+        assert_eq!(cfg.max_watchers_per_stream, 3);
     }
 
     #[test]

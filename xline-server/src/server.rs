@@ -11,13 +11,17 @@ use tokio_stream::wrappers::TcpListenerStream;
 use xline_proto::etcdserverpb::ResponseHeader;
 use xline_proto::etcdserverpb::cluster_server::ClusterServer;
 use xline_proto::etcdserverpb::kv_server::KvServer;
+use xline_proto::etcdserverpb::lease_server::LeaseServer;
 use xline_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use xline_proto::etcdserverpb::watch_server::WatchServer;
 
 use crate::command::Command;
 use crate::config::{self, GRPC_OVERHEAD_BYTES, ServerConfig};
 use crate::error::ServerError;
 use crate::executor::Executor;
 use crate::mvcc::store::{ApplyOutput, KvStore};
+use crate::service::LeaseService;
+use crate::service::WatchService;
 use crate::service::{ClusterService, KvService, MaintenanceService};
 use crate::storage::open_backend;
 
@@ -79,6 +83,9 @@ pub fn open(config: ServerConfig) -> Result<Arc<ServerContext>, ServerError> {
     let executor = Arc::new(Executor::new(Arc::clone(&store)));
     let node = SoloNode::start(log, executor, SoloConfig::default())
         .map_err(|e| ServerError::Consensus(e.to_string()))?;
+    // This member leads from now on (the log is replayed): leases get fresh deadlines, at
+    // least an election timeout beyond their TTL.
+    store.lessor().promote(crate::lease::ELECTION_TIMEOUT);
 
     let members = config.initial_members()?;
     let ids: Vec<u64> = members
@@ -142,6 +149,22 @@ pub async fn run(
         .config
         .max_request_bytes
         .saturating_add(GRPC_OVERHEAD_BYTES);
+    let watch_service = WatchService::new(Arc::clone(&ctx));
+    let watch_hub = watch_service.hub();
+    // Watch streams never end on their own: stop them so the graceful shutdown can finish.
+    let shutdown = async move {
+        shutdown.await;
+        watch_hub.shutdown();
+    };
+    let lease_service = LeaseService::new(Arc::clone(&ctx));
+    let lease_expiry = lease_service.spawn_expiry();
+    let lease_streams = lease_service.clone();
+    // Keep-alive streams stay open as long as their clients run: end them on shutdown too,
+    // and stop expiring leases while connections drain.
+    let shutdown = async move {
+        shutdown.await;
+        lease_streams.shutdown();
+    };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
@@ -161,7 +184,9 @@ pub async fn run(
         .add_service(
             ClusterServer::new(ClusterService::new(Arc::clone(&ctx)))
                 .max_decoding_message_size(max_decode),
-        );
+        )
+        .add_service(WatchServer::new(watch_service).max_decoding_message_size(max_decode))
+        .add_service(LeaseServer::new(lease_service).max_decoding_message_size(max_decode));
 
     tracing::info!(
         cluster_version = CLUSTER_VERSION,
@@ -184,6 +209,7 @@ pub async fn run(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     tracing::info!("stopping member");
+    lease_expiry.abort();
     ctx.node.shutdown();
     if tokio::time::timeout(Duration::from_secs(10), ctx.node.closed())
         .await

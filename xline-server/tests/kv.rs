@@ -1147,8 +1147,6 @@ async fn put_errors() {
 }
 
 #[tokio::test]
-#[ignore = "needs the Lease service (LeaseGrant/LeaseRevoke), which comes with the watch/lease issue; \
-            run with XLINE_TEST_SERVER=etcd -- --ignored to check the expectations against etcd"]
 async fn put_with_lease() {
     let s = TestServer::start_default().await;
     let mut c = s.client().await;

@@ -14,7 +14,8 @@ use parking_lot::RwLock;
 use prost::Message;
 use tokio::sync::watch;
 use xline_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest,
     TxnResponse, request_op, response_op,
 };
@@ -25,6 +26,7 @@ use super::range::{Values, View};
 use super::revision::Revision;
 use crate::command::{Command, Request};
 use crate::error::{EtcdError, ServerError};
+use crate::lease::{LeaseTable, Lessor, default_min_lease_ttl};
 use crate::storage::backend::{Backend, BackendError, WriteBatch};
 use crate::storage::schema::{
     META_APPLIED_INDEX, META_CURRENT_REV, META_FINISHED_COMPACT_REV, META_SCHEDULED_COMPACT_REV,
@@ -42,6 +44,10 @@ pub enum CommandResponse {
     Txn(TxnResponse),
     /// `KV.Compact`.
     Compaction(CompactionResponse),
+    /// `Lease.LeaseGrant`.
+    LeaseGrant(LeaseGrantResponse),
+    /// `Lease.LeaseRevoke`.
+    LeaseRevoke(LeaseRevokeResponse),
 }
 
 /// What applying a command gives its proposer: a response, or the etcd error it failed with.
@@ -85,6 +91,8 @@ pub struct KvStore {
     compactor_thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
     finished_compaction: watch::Receiver<i64>,
     events: tokio::sync::broadcast::Sender<Arc<AppliedEvents>>,
+    /// Leases; changed only by [`KvStore::apply`], except for deadlines.
+    lessor: Arc<Lessor>,
 }
 
 impl Drop for KvStore {
@@ -136,6 +144,8 @@ impl KvStore {
         let finished = meta_i64(&*backend, META_FINISHED_COMPACT_REV)?.unwrap_or(-1);
 
         let mut index = Index::new();
+        // The lease of each live key that has one, as of the latest revision scanned.
+        let mut key_leases: HashMap<Vec<u8>, i64> = HashMap::new();
         let mut start = Vec::new();
         loop {
             let chunk = backend.range(Table::Kv, &start, &[], CHUNK)?;
@@ -149,8 +159,14 @@ impl KvStore {
                     .map_err(|e| ServerError::Corrupt(format!("kv at {rev:?}: {e}")))?;
                 if tombstone {
                     index.restore_tombstone(&kv.key, rev);
+                    key_leases.remove(&kv.key);
                 } else {
                     index.restore_put(&kv.key, rev, kv.create_revision, kv.version);
+                    if kv.lease == 0 {
+                        key_leases.remove(&kv.key);
+                    } else {
+                        key_leases.insert(kv.key.clone(), kv.lease);
+                    }
                 }
                 current_rev = current_rev.max(rev.main);
             }
@@ -158,6 +174,7 @@ impl KvStore {
                 break;
             }
         }
+        let lessor = Arc::new(Lessor::new(restore_leases(&*backend, key_leases)?));
         let mut resume = None;
         if scheduled >= 0 {
             let keep = index.compact(scheduled);
@@ -201,7 +218,13 @@ impl KvStore {
             compactor_thread: parking_lot::Mutex::new(Some(thread)),
             finished_compaction: done_rx,
             events: tokio::sync::broadcast::channel(EVENT_CHANNEL_CAPACITY).0,
+            lessor,
         }))
+    }
+
+    /// The leases.
+    pub fn lessor(&self) -> &Arc<Lessor> {
+        &self.lessor
     }
 
     /// The backend this store writes to.
@@ -257,6 +280,7 @@ impl KvStore {
             return Ok(Vec::new());
         };
         let mut st = self.state.write();
+        let mut leases = self.lessor.lock();
         let mut wb = WriteBatch::new();
         let mut pending = HashMap::new();
         let mut compactions = Vec::new();
@@ -268,6 +292,7 @@ impl KvStore {
                 main: st.current_rev + 1,
                 sub: 0,
                 st: &mut st,
+                leases: &mut leases,
                 wb: &mut wb,
                 pending: &mut pending,
                 compactions: &mut compactions,
@@ -289,7 +314,20 @@ impl KvStore {
         wb.put(Table::Meta, META_CURRENT_REV, st.current_rev.to_be_bytes());
         self.backend.write(wb, false)?;
         let revision = st.current_rev;
+        drop(leases);
         drop(st);
+        if outputs
+            .iter()
+            .any(|o| matches!(o, Ok(CommandResponse::LeaseGrant(_))))
+        {
+            self.lessor.granted();
+        }
+        if outputs
+            .iter()
+            .any(|o| matches!(o, Ok(CommandResponse::LeaseRevoke(_))))
+        {
+            self.lessor.revoked();
+        }
         if !events.is_empty() {
             // No subscriber is fine: nobody watches.
             let _ = self
@@ -436,6 +474,7 @@ fn physical_compaction(
 struct Applier<'a> {
     backend: &'a dyn Backend,
     st: &'a mut State,
+    leases: &'a mut LeaseTable,
     wb: &'a mut WriteBatch,
     pending: &'a mut HashMap<Revision, KeyValue>,
     compactions: &'a mut Vec<CompactionJob>,
@@ -456,7 +495,7 @@ impl Applier<'_> {
     fn apply(&mut self, cmd: &Command) -> Result<CommandResponse, ServerError> {
         match &cmd.request {
             Some(Request::Put(req)) => {
-                check_lease(self.backend, req.lease)?;
+                self.check_lease(req.lease)?;
                 self.put(req).map(CommandResponse::Put)
             }
             Some(Request::DeleteRange(req)) => {
@@ -464,6 +503,12 @@ impl Applier<'_> {
             }
             Some(Request::Txn(req)) => self.txn(req).map(CommandResponse::Txn),
             Some(Request::Compaction(req)) => self.compact(req).map(CommandResponse::Compaction),
+            Some(Request::LeaseGrant(req)) => {
+                self.lease_grant(req).map(CommandResponse::LeaseGrant)
+            }
+            Some(Request::LeaseRevoke(req)) => {
+                self.lease_revoke(req).map(CommandResponse::LeaseRevoke)
+            }
             None => Err(ServerError::Corrupt("command without a request".into())),
         }
     }
@@ -518,6 +563,18 @@ impl Applier<'_> {
         self.wb
             .put(Table::Kv, rev.to_key(false), kv.encode_to_vec());
         self.st.index.put(&req.key, rev);
+        if let Some(old) = prev.as_ref().map(|p| p.lease)
+            && old != 0
+            && old != lease
+        {
+            self.leases.detach(old, &req.key);
+        }
+        if lease != 0 && !self.leases.attach(lease, &req.key) {
+            // A new lease was checked before anything was written, and a key's lease outlives
+            // the key; only a key restored with a missing lease (logged at startup) gets here.
+            tracing::warn!(key = ?String::from_utf8_lossy(&req.key), lease = %format!("{lease:x}"),
+                "kept the lease of a key, but the lease does not exist");
+        }
         self.events.push(Event {
             r#type: event::EventType::Put as i32,
             kv: Some(kv.clone()),
@@ -552,6 +609,9 @@ impl Applier<'_> {
                 return Err(ServerError::Corrupt(format!(
                     "deleting {key:?}, which the index listed"
                 )));
+            }
+            if prev.lease != 0 {
+                self.leases.detach(prev.lease, key);
             }
             let tomb = KeyValue {
                 key: key.clone(),
@@ -607,7 +667,7 @@ impl Applier<'_> {
                     {
                         return Err(EtcdError::KeyNotFound.into());
                     }
-                    check_lease(self.backend, put.lease)?;
+                    self.check_lease(put.lease)?;
                 }
                 Some(request_op::Request::RequestTxn(inner)) => self.check_puts(inner, path)?,
                 _ => {}
@@ -652,6 +712,57 @@ impl Applier<'_> {
         })
     }
 
+    /// A put may only name a lease that exists (0: none).
+    fn check_lease(&self, lease: i64) -> Result<(), ServerError> {
+        if lease != 0 && !self.leases.contains(lease) {
+            return Err(EtcdError::LeaseNotFound.into());
+        }
+        Ok(())
+    }
+
+    fn lease_grant(&mut self, req: &LeaseGrantRequest) -> Result<LeaseGrantResponse, ServerError> {
+        let ttl = self
+            .leases
+            .grant(req.id, req.ttl, tokio::time::Instant::now())?;
+        self.wb
+            .put(Table::Lease, lease_key(req.id), ttl.to_be_bytes());
+        Ok(LeaseGrantResponse {
+            header: header(self.st.current_rev),
+            id: req.id,
+            ttl,
+            error: String::new(),
+        })
+    }
+
+    /// Deletes every key attached to the lease, in key order and in one revision (none when it
+    /// has no keys), with the events of a DeleteRange, then the lease itself.
+    fn lease_revoke(
+        &mut self,
+        req: &LeaseRevokeRequest,
+    ) -> Result<LeaseRevokeResponse, ServerError> {
+        let Some(lease) = self.leases.get(req.id) else {
+            return Err(EtcdError::LeaseNotFound.into());
+        };
+        let keys: Vec<Vec<u8>> = lease.keys().map(<[u8]>::to_vec).collect();
+        for key in keys {
+            let deleted = self.delete_range(&DeleteRangeRequest {
+                key,
+                ..Default::default()
+            })?;
+            if deleted.deleted != 1 {
+                return Err(ServerError::Corrupt(format!(
+                    "lease {:x} lists a key that does not exist",
+                    req.id
+                )));
+            }
+        }
+        self.leases.revoke(req.id);
+        self.wb.delete(Table::Lease, lease_key(req.id));
+        Ok(LeaseRevokeResponse {
+            header: header(self.read_rev()),
+        })
+    }
+
     fn compact(&mut self, req: &CompactionRequest) -> Result<CompactionResponse, ServerError> {
         let rev = req.revision;
         if rev <= self.st.compact_rev {
@@ -671,13 +782,37 @@ impl Applier<'_> {
     }
 }
 
-/// Leases are created by the Lease service, which stores them in the lease table; a put may only
-/// name one that is there.
-fn check_lease(backend: &dyn Backend, lease: i64) -> Result<(), ServerError> {
-    if lease != 0 && backend.get(Table::Lease, &lease.to_be_bytes())?.is_none() {
-        return Err(EtcdError::LeaseNotFound.into());
+/// Reads the lease table back and attaches each live key to the lease its latest revision names.
+fn restore_leases(
+    backend: &dyn Backend,
+    key_leases: HashMap<Vec<u8>, i64>,
+) -> Result<LeaseTable, ServerError> {
+    let now = tokio::time::Instant::now();
+    let mut table = LeaseTable::new(default_min_lease_ttl());
+    for (key, value) in backend.range(Table::Lease, &[], &[], 0)? {
+        let (Ok(id), Ok(ttl)) = (
+            <[u8; 8]>::try_from(key.as_slice()),
+            <[u8; 8]>::try_from(value.as_slice()),
+        ) else {
+            return Err(ServerError::Corrupt(format!(
+                "lease entry {key:?} -> {value:?}"
+            )));
+        };
+        table.restore(i64::from_be_bytes(id), i64::from_be_bytes(ttl), now);
     }
-    Ok(())
+    for (key, lease) in key_leases {
+        if !table.attach(lease, &key) {
+            // Revoking a lease deletes its keys in the same batch, so this means damage.
+            tracing::warn!(key = ?String::from_utf8_lossy(&key), lease = %format!("{lease:x}"),
+                "a key names a lease that does not exist; it will not expire");
+        }
+    }
+    Ok(table)
+}
+
+/// The backend key of lease `id` in `Table::Lease`.
+fn lease_key(id: i64) -> [u8; 8] {
+    id.to_be_bytes()
 }
 
 fn branch(req: &TxnRequest, succeeded: bool) -> &[RequestOp] {
@@ -763,3 +898,7 @@ fn read_txn(
 #[cfg(test)]
 #[path = "store_test.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "store_lease_test.rs"]
+mod lease_tests;

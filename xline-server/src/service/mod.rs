@@ -4,8 +4,12 @@
 
 mod cluster;
 mod kv;
+mod lease;
 mod maintenance;
+mod watch;
 
 pub use cluster::ClusterService;
 pub use kv::KvService;
+pub use lease::LeaseService;
 pub use maintenance::MaintenanceService;
+pub use watch::WatchService;

@@ -1,0 +1,253 @@
+//! `etcdserverpb.Lease`.
+//!
+//! Grant and Revoke go through consensus (the id of a grant is chosen here, before proposing).
+//! KeepAlive, TimeToLive and Leases are answered from this member's lessor, which is the
+//! primary's: with one member it always is (a cluster will forward them to the leader).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::sync::watch;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use xline_proto::etcdserverpb::lease_server::Lease;
+use xline_proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, ResponseHeader,
+};
+
+use crate::command::{self, Command};
+use crate::error::{EtcdError, ServerError};
+use crate::lease::{EXPIRED_RETRY_INTERVAL, LeaseIdGenerator, MAX_LEASE_TTL, Renewal, run_expiry};
+use crate::mvcc::store::CommandResponse;
+use crate::server::ServerContext;
+
+/// How many keep-alive responses may wait for a slow client before its stream stops reading.
+const KEEP_ALIVE_BUFFER: usize = 16;
+
+/// How long a keep-alive of an expired lease waits for the lease's revocation. Twice the retry
+/// interval covers one failed revocation attempt.
+const EXPIRED_RENEW_WAIT: Duration = Duration::from_secs(2 * EXPIRED_RETRY_INTERVAL.as_secs());
+
+/// Serves LeaseGrant, LeaseRevoke, LeaseKeepAlive, LeaseTimeToLive and LeaseLeases.
+#[derive(Debug, Clone)]
+pub struct LeaseService {
+    ctx: Arc<ServerContext>,
+    ids: Arc<LeaseIdGenerator>,
+    /// Becomes `true` when the server stops: keep-alive streams, which clients keep open for
+    /// as long as they run, end so that the graceful shutdown can finish.
+    stop: Arc<watch::Sender<bool>>,
+}
+
+impl LeaseService {
+    /// A Lease service over the member's context.
+    pub fn new(ctx: Arc<ServerContext>) -> Self {
+        let ids = Arc::new(LeaseIdGenerator::new(ctx.member.id));
+        let stop = Arc::new(watch::channel(false).0);
+        Self { ctx, ids, stop }
+    }
+
+    /// For a server shutdown: this member stops tracking expiry (as a leader stepping down
+    /// does, so nothing is revoked while connections drain), and every keep-alive stream ends.
+    pub fn shutdown(&self) {
+        self.ctx.store.lessor().demote();
+        self.stop.send_replace(true);
+    }
+
+    /// Starts the primary's expiry task: each expired lease is revoked by proposing a
+    /// `LeaseRevoke`. Abort the task when the server stops.
+    pub fn spawn_expiry(&self) -> tokio::task::JoinHandle<()> {
+        let node = self.ctx.node.clone();
+        let revoke = move |id: i64| {
+            let node = node.clone();
+            async move {
+                let cmd = Command::new(command::Request::LeaseRevoke(LeaseRevokeRequest { id }));
+                match node.propose(cmd).await {
+                    // Not found: a client revoked it first.
+                    Ok(Ok(_) | Err(EtcdError::LeaseNotFound)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(lease = %format!("{id:x}"), error = %e, "revoking an expired lease failed");
+                    }
+                    // Shutting down, or consensus failed (logged where it failed); the lease
+                    // is handed out again later if this member still leads.
+                    Err(e) => {
+                        tracing::debug!(lease = %format!("{id:x}"), error = %e, "revoking an expired lease failed");
+                    }
+                }
+            }
+        };
+        tokio::spawn(run_expiry(Arc::clone(self.ctx.store.lessor()), revoke))
+    }
+
+    async fn propose(&self, request: command::Request) -> Result<CommandResponse, ServerError> {
+        let output = self
+            .ctx
+            .node
+            .propose(Command::new(request))
+            .await
+            .map_err(|e| ServerError::Consensus(e.to_string()))?;
+        Ok(output?)
+    }
+
+    /// An id for a grant that did not choose one; skips ids in use (the grant still fails if
+    /// another grant takes it first, as etcd's does).
+    fn new_id(&self) -> i64 {
+        let lessor = self.ctx.store.lessor();
+        loop {
+            let id = self.ids.next_id();
+            if !lessor.contains(id) {
+                return id;
+            }
+        }
+    }
+
+    /// The header of a response that carries the current revision.
+    fn header(&self) -> Option<ResponseHeader> {
+        Some(self.ctx.header(self.ctx.store.current_revision()))
+    }
+}
+
+fn unexpected(what: &str) -> ServerError {
+    ServerError::Corrupt(format!(
+        "apply returned a response of the wrong kind for {what}"
+    ))
+}
+
+/// The stream of keep-alive responses.
+type KeepAliveStream =
+    Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send + 'static>>;
+
+/// Answers each keep-alive on one stream, in order, until the client closes it.
+async fn keep_alive_loop(
+    service: LeaseService,
+    mut requests: Streaming<LeaseKeepAliveRequest>,
+    tx: tokio::sync::mpsc::Sender<Result<LeaseKeepAliveResponse, Status>>,
+) {
+    let mut stop = service.stop.subscribe();
+    loop {
+        let message = tokio::select! {
+            message = requests.message() => message,
+            _ = stop.wait_for(|stop| *stop) => return,
+        };
+        // Otherwise the client closed its side or went away: nothing to answer.
+        let Ok(Some(req)) = message else {
+            return;
+        };
+        let lessor = Arc::clone(service.ctx.store.lessor());
+        let ttl = match lessor.renew(req.id, EXPIRED_RENEW_WAIT).await {
+            Renewal::Renewed(ttl) => ttl,
+            // etcd answers an unknown (or just revoked) lease with TTL 0, not an error.
+            Renewal::NotFound => 0,
+            Renewal::Expired => {
+                let _ = tx.send(Err(EtcdError::Timeout.into())).await;
+                return;
+            }
+            Renewal::NotPrimary => {
+                let _ = tx.send(Err(EtcdError::NotLeader.into())).await;
+                return;
+            }
+        };
+        let resp = LeaseKeepAliveResponse {
+            header: service.header(),
+            id: req.id,
+            ttl,
+        };
+        if tx.send(Ok(resp)).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        request: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let mut req = request.into_inner();
+        // Applying checks it too; refusing here saves a proposal.
+        if req.ttl > MAX_LEASE_TTL {
+            return Err(EtcdError::LeaseTtlTooLarge.into());
+        }
+        if req.id == 0 {
+            req.id = self.new_id();
+        }
+        match self.propose(command::Request::LeaseGrant(req)).await? {
+            CommandResponse::LeaseGrant(mut resp) => {
+                let revision = resp.header.as_ref().map_or(0, |h| h.revision);
+                resp.header = Some(self.ctx.header(revision));
+                Ok(Response::new(resp))
+            }
+            _ => Err(unexpected("lease grant").into()),
+        }
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let req = request.into_inner();
+        match self.propose(command::Request::LeaseRevoke(req)).await? {
+            CommandResponse::LeaseRevoke(mut resp) => {
+                let revision = resp.header.as_ref().map_or(0, |h| h.revision);
+                resp.header = Some(self.ctx.header(revision));
+                Ok(Response::new(resp))
+            }
+            _ => Err(unexpected("lease revoke").into()),
+        }
+    }
+
+    type LeaseKeepAliveStream = KeepAliveStream;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let requests = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(KEEP_ALIVE_BUFFER);
+        tokio::spawn(keep_alive_loop(self.clone(), requests, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let req = request.into_inner();
+        let now = tokio::time::Instant::now();
+        let found = {
+            let table = self.ctx.store.lessor().lock();
+            table.get(req.id).map(|lease| {
+                let keys = if req.keys {
+                    lease.keys().map(<[u8]>::to_vec).collect()
+                } else {
+                    Vec::new()
+                };
+                (lease.remaining_secs(now), lease.ttl(), keys)
+            })
+        };
+        // etcd answers an unknown lease with TTL -1, not an error.
+        let (ttl, granted_ttl, keys) = found.unwrap_or((-1, 0, Vec::new()));
+        Ok(Response::new(LeaseTimeToLiveResponse {
+            header: self.header(),
+            id: req.id,
+            ttl,
+            granted_ttl,
+            keys,
+        }))
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        let ids = self.ctx.store.lessor().lock().ids_by_expiry();
+        Ok(Response::new(LeaseLeasesResponse {
+            header: self.header(),
+            leases: ids.into_iter().map(|id| LeaseStatus { id }).collect(),
+        }))
+    }
+}
