@@ -27,6 +27,9 @@ use crate::storage::open_backend;
 
 /// The etcd version this server reports (clients such as Kubernetes gate features on it).
 pub const ETCD_VERSION: &str = "3.5.17";
+/// How long a stopping member waits for open client connections to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
 /// The etcd cluster version this server reports.
 pub const CLUSTER_VERSION: &str = "3.5";
 
@@ -205,9 +208,26 @@ pub async fn run(
             addr.addr
         );
     }
-    let served = router
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
+    // Like etcd's GracefulStop with a deadline: on shutdown, stop accepting, give open
+    // connections a moment to finish their requests, then close them.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serve = router.serve_with_incoming_shutdown(incoming, async {
+        let _ = stop_rx.await;
+    });
+    tokio::pin!(serve);
+    let served = tokio::select! {
+        served = &mut serve => served,
+        () = shutdown => {
+            let _ = stop_tx.send(());
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut serve).await {
+                Ok(served) => served,
+                Err(_) => {
+                    tracing::info!("closing client connections still open after {SHUTDOWN_GRACE:?}");
+                    Ok(())
+                }
+            }
+        }
+    };
     tracing::info!("stopping member");
     lease_expiry.abort();
     ctx.node.shutdown();
