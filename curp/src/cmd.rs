@@ -153,6 +153,26 @@ pub trait CommandExecutor<C: Command>: Send + Sync + 'static {
     ///
     /// Any error prevents the node from starting.
     fn applied_index(&self) -> Result<u64, ExecutorError>;
+
+    /// A consistent image of the applied state, as of the last applied batch (what
+    /// [`CommandExecutor::restore`] takes back). The driver calls it between batches, after
+    /// [`CommandExecutor::flush`], so that nothing is applied concurrently; consensus stores it
+    /// in the snapshot it ships to lagging members and compacts the log up to it.
+    ///
+    /// # Errors
+    ///
+    /// Any error is fatal to the node.
+    fn snapshot(&self) -> Result<bytes::Bytes, ExecutorError>;
+
+    /// Replaces the whole state by `data` (an image made by [`CommandExecutor::snapshot`],
+    /// possibly on another member) atomically and durably; afterwards
+    /// [`CommandExecutor::applied_index`] is `index`, the log index the image covers.
+    ///
+    /// # Errors
+    ///
+    /// Any error is fatal to the node: the state must then be unchanged (the node restores
+    /// again on restart).
+    fn restore(&self, data: &[u8], index: u64) -> Result<(), ExecutorError>;
 }
 
 #[cfg(test)]

@@ -89,6 +89,27 @@ pub enum ProposeError {
     /// unknown: it may have been made durable in the log and will then be applied on restart.
     #[error("the consensus node stopped after a fatal error: {0}")]
     Fatal(String),
+    /// The request needs the leader and this member is not it; `leader` is the leader this
+    /// member knows, if any (retry there). Proposals never fail this way: a follower forwards
+    /// them (and retries) itself.
+    #[error("this member is not the leader (known leader: {leader:?})")]
+    NotLeader {
+        /// The leader this member knows of.
+        leader: Option<u64>,
+    },
+    /// No answer before the deadline (no leader, a partition, an overloaded cluster). The
+    /// outcome is unknown: the command may still be applied later, exactly once.
+    #[error("the request timed out; its outcome is unknown")]
+    Timeout,
+    /// The command was already executed by an earlier attempt with the same proposal id, but
+    /// its result is no longer available here (the attempt that executed it was answered, or
+    /// the member restarted since). It was applied exactly once.
+    #[error("the command was already executed; its result is not available")]
+    Duplicate,
+    /// The membership change does not apply to the current configuration (adding a member
+    /// twice, promoting a non-learner, removing a non-member or the last voter).
+    #[error("the membership change does not apply to the current configuration")]
+    InvalidChange,
 }
 
 impl From<StorageError> for ProposeError {

@@ -4,17 +4,21 @@
 //! [`Command`]s, which it stores in a [`LogStorage`] and hands, in log order, to a
 //! [`CommandExecutor`].
 //!
-//! For now the crate provides the state-machine seam ([`cmd`]), durable log storage
-//! ([`storage`]) and [`SoloNode`], a single-voter driver that orders, persists and applies
-//! proposals until the full consensus node exists.
+//! The crate provides the state-machine seam ([`cmd`]), the pure protocol core ([`core`]),
+//! durable log storage ([`storage`]), the peer transport seam ([`transport`]), and two
+//! drivers: [`Node`] runs a member of a replicated cluster ([`node`]), and [`SoloNode`] a
+//! single voter without consensus traffic.
 
 pub mod cmd;
 pub mod core;
 pub mod error;
+pub mod node;
 pub mod solo;
 pub mod storage;
+pub mod transport;
 
 pub use cmd::{Command, CommandExecutor, ConflictKeys, KeyRange};
 pub use error::{DecodeError, ExecutorError, ProposeError, StorageError};
+pub use node::{Inbox, Node, NodeConfig, NodeError, NodeHandle};
 pub use solo::{SoloConfig, SoloHandle, SoloNode};
 pub use storage::{HardState, LogEntry, LogStorage, MemoryLog, RaftEngineLog, RaftEngineOptions};

@@ -120,6 +120,37 @@ impl CommandExecutor<Cmd> for TestExecutor {
     fn applied_index(&self) -> Result<u64, ExecutorError> {
         Ok(self.durable.lock().last().map_or(0, |&(index, _)| index))
     }
+
+    fn snapshot(&self) -> Result<Bytes, ExecutorError> {
+        let volatile = self.volatile.lock();
+        let mut out = Vec::with_capacity(volatile.len() * 16);
+        for &(index, value) in volatile.iter() {
+            out.extend_from_slice(&index.to_be_bytes());
+            out.extend_from_slice(&value.to_be_bytes());
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// The solo driver never restores; this executor can only represent images whose last
+    /// applied command is at `index`.
+    fn restore(&self, data: &[u8], index: u64) -> Result<(), ExecutorError> {
+        if !data.len().is_multiple_of(16) {
+            return Err(ExecutorError::new("image length is not a multiple of 16"));
+        }
+        let ops: Ops = data
+            .chunks_exact(16)
+            .map(|c| {
+                let word = |b: &[u8]| u64::from_be_bytes(b.try_into().unwrap_or([0; 8]));
+                (word(&c[..8]), word(&c[8..]))
+            })
+            .collect();
+        if ops.last().map_or(0, |&(last, _)| last) != index {
+            return Err(ExecutorError::new("image does not end at the given index"));
+        }
+        *self.volatile.lock() = ops.clone();
+        *self.durable.lock() = ops;
+        Ok(())
+    }
 }
 
 /// A storage wrapper that counts appends and can fail them.
@@ -166,6 +197,9 @@ impl<S: LogStorage> LogStorage for CountingLog<S> {
     }
     fn compact(&self, to: u64) -> Result<(), StorageError> {
         self.inner.compact(to)
+    }
+    fn install_snapshot(&self, index: u64, term: u64) -> Result<(), StorageError> {
+        self.inner.install_snapshot(index, term)
     }
     fn hard_state(&self) -> Result<HardState, StorageError> {
         self.inner.hard_state()
@@ -517,6 +551,14 @@ impl CommandExecutor<Cmd> for PanickingExecutor {
 
     fn applied_index(&self) -> Result<u64, ExecutorError> {
         Ok(0)
+    }
+
+    fn snapshot(&self) -> Result<Bytes, ExecutorError> {
+        Ok(Bytes::new())
+    }
+
+    fn restore(&self, _data: &[u8], _index: u64) -> Result<(), ExecutorError> {
+        Ok(())
     }
 }
 

@@ -35,4 +35,15 @@ impl CommandExecutor<Command> for Executor {
     fn applied_index(&self) -> Result<u64, ExecutorError> {
         Ok(self.store.applied_index())
     }
+
+    fn snapshot(&self) -> Result<bytes::Bytes, ExecutorError> {
+        self.store
+            .snapshot()
+            .map(bytes::Bytes::from)
+            .map_err(ExecutorError::new)
+    }
+
+    fn restore(&self, data: &[u8], index: u64) -> Result<(), ExecutorError> {
+        self.store.restore(data, index).map_err(ExecutorError::new)
+    }
 }

@@ -55,6 +55,7 @@ pub fn run_all<S: LogStorage>(mut new: impl FnMut() -> S) {
     term_lookup(new());
     compaction_boundary(new());
     compact_everything(new());
+    install_snapshot_beyond_and_below(new());
     hard_state_round_trip(new());
     meta_round_trip(new());
 }
@@ -64,6 +65,7 @@ pub fn run_all_reopen<S: LogStorage, O: FnMut() -> S>(mut new_opener: impl FnMut
     reopen_persistence(new_opener());
     reopen_after_compaction(new_opener());
     reopen_after_compact_everything(new_opener());
+    reopen_after_install_snapshot(new_opener());
 }
 
 /// A new log has no entries, boundary 0 with term 0, and a zero hard state.
@@ -458,4 +460,52 @@ pub fn reopen_after_compact_everything<S: LogStorage>(mut open: impl FnMut() -> 
     assert_eq!(log.last_index(), 35);
     assert_eq!(term(&log, 30), Some(4));
     assert_eq!(read_all(&log, 31, 36), make_entries(31..36, 5));
+}
+
+/// Installs a snapshot boundary, panicking on failure.
+fn install<S: LogStorage>(log: &S, index: u64, term: u64) {
+    log.install_snapshot(index, term)
+        .unwrap_or_else(|err| panic!("install_snapshot({index}, {term}) failed: {err}"));
+}
+
+/// `install_snapshot` empties the log at any boundary: beyond the last entry (a gap that
+/// `compact` refuses) and below it (later entries go too).
+pub fn install_snapshot_beyond_and_below<S: LogStorage>(log: S) {
+    append(&log, &make_entries(1..11, 2));
+    install(&log, 100, 7);
+    assert_eq!(log.first_index(), 101);
+    assert_eq!(log.last_index(), 100);
+    assert_eq!(term(&log, 100), Some(7));
+    assert_eq!(term(&log, 5), None);
+    assert!(matches!(
+        log.append(&make_entries(102..103, 7), true),
+        Err(StorageError::InvalidArgument(_))
+    ));
+    append(&log, &make_entries(101..111, 8));
+    assert_eq!(read_all(&log, 101, 111), make_entries(101..111, 8));
+    // Below the last entry: everything after the boundary is dropped as well.
+    install(&log, 105, 8);
+    assert_eq!(log.first_index(), 106);
+    assert_eq!(log.last_index(), 105);
+    assert_eq!(term(&log, 105), Some(8));
+    append(&log, &make_entries(106..108, 9));
+    assert_eq!(read_all(&log, 106, 108), make_entries(106..108, 9));
+    compact(&log, 107);
+    assert_eq!(log.first_index(), 107);
+    assert_eq!(term(&log, 106), Some(9));
+}
+
+/// An installed snapshot boundary and the entries after it survive reopening.
+pub fn reopen_after_install_snapshot<S: LogStorage>(mut open: impl FnMut() -> S) {
+    {
+        let log = open();
+        append(&log, &make_entries(1..21, 3));
+        install(&log, 50, 5);
+        append(&log, &make_entries(51..56, 6));
+    }
+    let log = open();
+    assert_eq!(log.first_index(), 51);
+    assert_eq!(log.last_index(), 55);
+    assert_eq!(term(&log, 50), Some(5));
+    assert_eq!(read_all(&log, 51, 56), make_entries(51..56, 6));
 }

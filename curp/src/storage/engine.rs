@@ -315,6 +315,25 @@ impl LogStorage for RaftEngineLog {
         Ok(())
     }
 
+    fn install_snapshot(&self, index: u64, term: u64) -> Result<(), StorageError> {
+        let mut boundary = self.boundary.lock();
+        let (_, last) = self.span(*boundary);
+        let mut record = Vec::with_capacity(16);
+        record.extend_from_slice(&index.to_be_bytes());
+        record.extend_from_slice(&term.to_be_bytes());
+        let mut batch = LogBatch::default();
+        // Compacting past the last entry empties the group; raft-engine then accepts an append
+        // at any index (an empty memtable checks nothing), which is `index + 1` from now on.
+        let to = last.max(index).saturating_add(1);
+        batch.add_command(REGION, raft_engine::Command::Compact { index: to });
+        batch
+            .put(REGION, BOUNDARY_KEY.to_vec(), record)
+            .map_err(engine_error)?;
+        self.write(&mut batch, true)?;
+        *boundary = (index, term);
+        Ok(())
+    }
+
     fn hard_state(&self) -> Result<HardState, StorageError> {
         match self.engine.get(REGION, HARD_STATE_KEY) {
             Some(bytes) => decode_hard_state(&bytes),

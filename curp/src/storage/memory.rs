@@ -128,6 +128,14 @@ impl LogStorage for MemoryLog {
         Ok(())
     }
 
+    fn install_snapshot(&self, index: u64, term: u64) -> Result<(), StorageError> {
+        let mut inner = self.inner.lock();
+        inner.entries.clear();
+        inner.boundary_index = index;
+        inner.boundary_term = term;
+        Ok(())
+    }
+
     fn hard_state(&self) -> Result<HardState, StorageError> {
         Ok(self.inner.lock().hard_state)
     }

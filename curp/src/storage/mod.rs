@@ -114,6 +114,17 @@ pub trait LogStorage: Send + Sync + 'static {
     /// [`StorageError::Unavailable`] if `to > last_index() + 1`.
     fn compact(&self, to: u64) -> Result<(), StorageError>;
 
+    /// Discards every entry and moves the compaction boundary to `(index, term)`, durably
+    /// (synced on return): the log now holds no entries, `first_index() == index + 1`,
+    /// `last_index() == index`, and the next append must start at `index + 1`. Unlike
+    /// [`LogStorage::compact`], `index` may lie beyond `last_index()` (or below it: later
+    /// entries are dropped too). A member installing a snapshot from its leader uses this.
+    ///
+    /// # Errors
+    ///
+    /// Only engine failures.
+    fn install_snapshot(&self, index: u64, term: u64) -> Result<(), StorageError>;
+
     /// The stored hard state; the default (all zero) if none was ever stored.
     ///
     /// # Errors

@@ -895,6 +895,10 @@ fn read_txn(
     })
 }
 
+/// Whole-store images for consensus snapshots (`KvStore::snapshot`, `KvStore::restore`).
+#[path = "store_snapshot.rs"]
+mod snapshot;
+
 #[cfg(test)]
 #[path = "store_test.rs"]
 mod tests;
