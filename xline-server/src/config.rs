@@ -89,6 +89,15 @@ pub struct ServerConfig {
     /// Maximum concurrent streams each client connection may open (etcd's default: unlimited).
     #[arg(long, env = "XLINE_MAX_CONCURRENT_STREAMS", default_value_t = u32::MAX)]
     pub max_concurrent_streams: u32,
+    /// Time (in milliseconds) of a heartbeat interval: the consensus tick.
+    #[arg(long, env = "XLINE_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Time (in milliseconds) for an election to time out.
+    #[arg(long, env = "XLINE_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+    /// Applied entries between state-machine snapshots (after which the log is compacted).
+    #[arg(long, env = "XLINE_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    pub snapshot_count: u64,
     /// Storage engine of the state machine.
     #[arg(long, env = "XLINE_BACKEND", value_enum, default_value_t = BackendKind::Redb)]
     pub backend: BackendKind,
@@ -161,9 +170,6 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
 /// boolean flag (it takes no separate value).
 const IGNORED_ETCD_FLAGS: &[(&str, bool)] = &[
     ("wal-dir", false),
-    ("snapshot-count", false),
-    ("heartbeat-interval", false),
-    ("election-timeout", false),
     ("initial-election-tick-advance", true),
     ("max-snapshots", false),
     ("max-wals", false),
@@ -271,6 +277,9 @@ const OWN_FLAGS: &[&str] = &[
     "initial-cluster-token",
     "max-request-bytes",
     "max-txn-ops",
+    "heartbeat-interval",
+    "election-timeout",
+    "snapshot-count",
     "max-concurrent-streams",
     "quota-backend-bytes",
     "backend",
@@ -410,6 +419,18 @@ impl ServerConfig {
                 "--max-txn-ops must be at least 1".into(),
             ));
         }
+        if self.heartbeat_interval == 0 {
+            return Err(ServerError::Config(
+                "--heartbeat-interval must be at least 1ms".into(),
+            ));
+        }
+        if self.election_timeout < 5 * self.heartbeat_interval {
+            // etcd's rule: the election timeout must be at least 5 heartbeats.
+            return Err(ServerError::Config(format!(
+                "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
+                self.election_timeout, self.heartbeat_interval
+            )));
+        }
         if self.max_request_bytes == 0 {
             return Err(ServerError::Config(
                 "--max-request-bytes must be at least 1".into(),
@@ -541,15 +562,8 @@ mod tests {
         assert_eq!(cfg.max_txn_ops, 7);
         assert_eq!(cfg.backend, BackendKind::Sled);
         assert_eq!(cfg.data_dir(), PathBuf::from("/tmp/x"));
-        assert_eq!(
-            ignored,
-            vec![
-                "--snapshot-count 5",
-                "--enable-v2",
-                "--heartbeat-interval=50",
-                "--logger zap"
-            ]
-        );
+        assert_eq!(ignored, vec!["--enable-v2", "--logger zap"]);
+        assert_eq!((cfg.snapshot_count, cfg.heartbeat_interval), (5, 50));
         let (kept, _) = preprocess_args(["xline", "--no-such-flag"].map(String::from));
         assert!(ServerConfig::try_parse_from(kept).is_err());
     }

@@ -184,6 +184,21 @@ impl EtcdError {
     };
 }
 
+impl From<curp::ProposeError> for ServerError {
+    /// Consensus outcomes as etcd reports them: an unknown outcome is etcd's "request timed
+    /// out", a stopping node is "server stopped", no reachable leader is "no leader".
+    fn from(err: curp::ProposeError) -> Self {
+        use curp::ProposeError as P;
+        match err {
+            P::Timeout | P::Duplicate => ServerError::Etcd(EtcdError::Timeout),
+            P::NotLeader { leader: None } => ServerError::Etcd(EtcdError::NoLeader),
+            P::NotLeader { leader: Some(_) } => ServerError::Etcd(EtcdError::NotLeader),
+            P::ShuttingDown => ServerError::Etcd(EtcdError::Stopped),
+            other => ServerError::Consensus(other.to_string()),
+        }
+    }
+}
+
 /// Anything that can fail while serving a request.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {

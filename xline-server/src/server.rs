@@ -5,7 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use curp::{RaftEngineLog, SoloConfig, SoloHandle, SoloNode};
+use curp::core::{Membership, Role};
+use curp::transport::grpc::{GrpcOptions, GrpcTransport, peer_server};
+use curp::{Node, NodeConfig, NodeHandle, RaftEngineLog};
 use futures::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use xline_proto::etcdserverpb::ResponseHeader;
@@ -52,7 +54,7 @@ pub struct ServerContext {
     /// The MVCC store.
     pub store: Arc<KvStore>,
     /// Proposes commands through consensus.
-    pub node: SoloHandle<Command, ApplyOutput>,
+    pub node: NodeHandle<Command, ApplyOutput>,
     /// The cluster id.
     pub cluster_id: u64,
     /// This member.
@@ -68,8 +70,18 @@ impl ServerContext {
             cluster_id: self.cluster_id,
             member_id: self.member.id,
             revision,
-            raft_term: self.node.term(),
+            raft_term: self.term(),
         }
+    }
+
+    /// The current consensus term.
+    pub fn term(&self) -> u64 {
+        self.node.role().borrow().term
+    }
+
+    /// The leader this member knows of.
+    pub fn leader(&self) -> Option<u64> {
+        self.node.role().borrow().leader
     }
 }
 
@@ -84,27 +96,40 @@ pub fn open(config: ServerConfig) -> Result<Arc<ServerContext>, ServerError> {
     let log = RaftEngineLog::open(&member_dir.join("log"))
         .map_err(|e| ServerError::Consensus(e.to_string()))?;
     let executor = Arc::new(Executor::new(Arc::clone(&store)));
-    let node = SoloNode::start(log, executor, SoloConfig::default())
-        .map_err(|e| ServerError::Consensus(e.to_string()))?;
-    // This member leads from now on (the log is replayed): leases get fresh deadlines, at
-    // least an election timeout beyond their TTL.
-    store.lessor().promote(crate::lease::ELECTION_TIMEOUT);
 
     let members = config.initial_members()?;
+    let token = &config.initial_cluster_token;
     let ids: Vec<u64> = members
         .iter()
-        .map(|(_, urls)| config::member_id(urls, &config.initial_cluster_token))
+        .map(|(_, urls)| config::member_id(urls, token))
         .collect();
     let (_, peer_urls) = members
         .iter()
         .find(|(n, _)| *n == config.name)
         .ok_or_else(|| ServerError::Config("local member missing from --initial-cluster".into()))?;
     let member = MemberInfo {
-        id: config::member_id(peer_urls, &config.initial_cluster_token),
+        id: config::member_id(peer_urls, token),
         name: config.name.clone(),
         peer_urls: peer_urls.clone(),
         client_urls: config.advertise_client_urls.clone(),
     };
+    let membership = Membership {
+        voters: ids.iter().copied().collect(),
+        learners: Default::default(),
+        version: 0,
+    };
+    let mut node_config = NodeConfig::new(member.id, membership);
+    node_config.peer_urls = members
+        .iter()
+        .map(|(_, urls)| (config::member_id(urls, token), urls.clone()))
+        .filter(|(id, _)| *id != member.id)
+        .collect();
+    node_config.heartbeat_interval = Duration::from_millis(config.heartbeat_interval);
+    node_config.election_timeout = Duration::from_millis(config.election_timeout);
+    node_config.snapshot_every_entries = config.snapshot_count;
+    let transport = GrpcTransport::new(member.id, GrpcOptions::default());
+    let node = Node::start(node_config, log, executor, transport)
+        .map_err(|e| ServerError::Consensus(e.to_string()))?;
     let cluster_id = config::cluster_id(&ids);
     tracing::info!(
         data_dir = %data_dir.display(),
@@ -130,6 +155,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     let ctx = open(config)?;
+    serve_peers(&ctx).await?;
+    tokio::spawn(follow_leadership(Arc::clone(&ctx)));
     let addrs = config::listen_addrs(&ctx.config.listen_client_urls)?;
     let mut listeners = Vec::new();
     for addr in &addrs {
@@ -240,6 +267,65 @@ pub async fn run(
     served.map_err(|e| ServerError::Io(std::io::Error::other(e)))?;
     tracing::info!("stopped member");
     Ok(())
+}
+
+/// Serves the consensus peer protocol on `--listen-peer-urls`, feeding the node's inbox.
+async fn serve_peers(ctx: &Arc<ServerContext>) -> Result<(), ServerError> {
+    let addrs = config::listen_addrs(&ctx.config.listen_peer_urls)?;
+    let mut listeners = Vec::new();
+    for addr in &addrs {
+        match tokio::net::TcpListener::bind(addr.addr).await {
+            Ok(l) => listeners.push(TcpListenerStream::new(l)),
+            Err(e) if addr.addr.is_ipv6() && addrs.len() > 1 => {
+                tracing::warn!(address = %addr.addr, error = %e, "cannot listen on IPv6 peer address; skipping");
+            }
+            Err(e) => return Err(ServerError::Config(format!("listen on {}: {e}", addr.addr))),
+        }
+    }
+    let inbox = ctx.node.inbox();
+    let sink: curp::transport::grpc::Sink = Arc::new(move |env| inbox.deliver(env));
+    let max = ctx.config.max_request_bytes.saturating_mul(4).max(64 << 20);
+    let incoming = futures::stream::select_all(listeners);
+    let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_adaptive_window(Some(true))
+        .add_service(peer_server(sink, max));
+    tokio::spawn(async move {
+        if let Err(e) = server.serve_with_incoming(incoming).await {
+            tracing::error!(error = %e, "peer listener stopped");
+        }
+    });
+    for addr in &addrs {
+        tracing::info!("serving peer traffic on {}", addr.addr);
+    }
+    Ok(())
+}
+
+/// Only the leader expires leases (CURP.md section 7): on winning an election every lease gets
+/// a fresh deadline at least an election timeout away (LS1); on losing leadership none expire.
+async fn follow_leadership(ctx: Arc<ServerContext>) {
+    let mut role = ctx.node.role();
+    let extension =
+        Duration::from_millis(ctx.config.election_timeout).max(crate::lease::ELECTION_TIMEOUT);
+    let mut leading = false;
+    loop {
+        let now_leading = role.borrow_and_update().role == Role::Leader;
+        if now_leading != leading {
+            leading = now_leading;
+            if leading {
+                tracing::info!(
+                    term = role.borrow().term,
+                    "became leader; leases now expire here"
+                );
+                ctx.store.lessor().promote(extension);
+            } else {
+                ctx.store.lessor().demote();
+            }
+        }
+        if role.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -247,11 +247,14 @@ impl<C: Command, O: Send + 'static> NodeHandle<C, O> {
     ///   result is lost (it was handed to an earlier waiter, or this member restarted);
     /// - [`ProposeError::ShuttingDown`] / [`ProposeError::Fatal`]: the node stopped.
     pub async fn propose(&self, cmd: C) -> Result<O, ProposeError> {
-        let seq = self.ids.next_seq.fetch_add(1, Ordering::Relaxed);
-        let first_incomplete = {
+        // Allocating the sequence number and registering it as in flight is one step: otherwise
+        // a concurrent proposal could compute a `first_incomplete` above this one's sequence
+        // number, and the dedup table would then treat this command as already done.
+        let (seq, first_incomplete) = {
             let mut in_flight = self.ids.in_flight.lock();
+            let seq = self.ids.next_seq.fetch_add(1, Ordering::Relaxed);
             in_flight.insert(seq);
-            in_flight.first().copied().unwrap_or(seq)
+            (seq, in_flight.first().copied().unwrap_or(seq))
         };
         let _in_flight = InFlight {
             ids: &self.ids,

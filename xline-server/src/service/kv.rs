@@ -46,12 +46,7 @@ impl KvService {
     }
 
     async fn propose(&self, request: command::Request) -> Result<CommandResponse, ServerError> {
-        let output = self
-            .ctx
-            .node
-            .propose(Command::new(request))
-            .await
-            .map_err(|e| ServerError::Consensus(e.to_string()))?;
+        let output = self.ctx.node.propose(Command::new(request)).await?;
         Ok(output?)
     }
 
@@ -97,6 +92,14 @@ impl Kv for KvService {
     ) -> Result<Response<RangeResponse>, Status> {
         let req = request.into_inner();
         check::check_range(&req).map_err(ServerError::from)?;
+        if !req.serializable {
+            // Linearizable: a read index confirmed by the leader, applied here (CURP.md D8).
+            self.ctx
+                .node
+                .linearizable_barrier()
+                .await
+                .map_err(ServerError::from)?;
+        }
         let mut resp = self.read(move |store| store.range(&req)).await?;
         self.fill(&mut resp.header);
         Ok(Response::new(resp))
@@ -136,6 +139,12 @@ impl Kv for KvService {
         let req = request.into_inner();
         check::check_txn(&req, self.ctx.config.max_txn_ops).map_err(ServerError::from)?;
         let mut resp = if check::txn_is_read_only(&req) {
+            // etcd serves read-only txns as linearizable reads.
+            self.ctx
+                .node
+                .linearizable_barrier()
+                .await
+                .map_err(ServerError::from)?;
             self.read(move |store| store.read_only_txn(&req)).await?
         } else {
             self.check_size(&req).map_err(ServerError::from)?;

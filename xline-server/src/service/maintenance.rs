@@ -57,18 +57,23 @@ impl Maintenance for MaintenanceService {
         let store = &self.ctx.store;
         let db_size = store.backend().size().map_err(ServerError::from)?;
         let db_size = i64::try_from(db_size).unwrap_or(i64::MAX);
-        let applied = store.applied_index();
+        let status = self.ctx.node.status();
+        let errors = if status.leader.is_none() {
+            vec![crate::error::EtcdError::NoLeader.to_string()]
+        } else {
+            Vec::new()
+        };
         Ok(Response::new(StatusResponse {
             header: Some(self.ctx.header(store.current_revision())),
             version: ETCD_VERSION.to_owned(),
             db_size,
-            leader: self.ctx.member.id,
-            raft_index: applied,
-            raft_term: self.ctx.node.term(),
-            raft_applied_index: applied,
-            errors: Vec::new(),
+            leader: status.leader.unwrap_or(0),
+            raft_index: status.commit,
+            raft_term: status.term,
+            raft_applied_index: status.applied,
+            errors,
             db_size_in_use: db_size,
-            is_learner: false,
+            is_learner: status.membership.learners.contains(&self.ctx.member.id),
             storage_version: String::new(),
             db_size_quota: i64::try_from(self.ctx.config.quota_bytes()).unwrap_or(i64::MAX),
             downgrade_info: None,

@@ -233,14 +233,13 @@ impl TestServer {
             .arg(&client_url)
             .arg("--advertise-client-urls")
             .arg(&client_url);
-        if self.kind == ServerKind::Etcd {
-            cmd.arg("--listen-peer-urls")
-                .arg(&peer_url)
-                .arg("--initial-advertise-peer-urls")
-                .arg(&peer_url)
-                .arg("--initial-cluster")
-                .arg(format!("{}={}", self.name, peer_url));
-        }
+        // Both servers listen for peers (on their own free port, so tests run in parallel).
+        cmd.arg("--listen-peer-urls")
+            .arg(&peer_url)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&peer_url)
+            .arg("--initial-cluster")
+            .arg(format!("{}={}", self.name, peer_url));
         cmd.args(&self.opts.args);
         if self.kind == ServerKind::Xline {
             cmd.args(&self.opts.xline_args);
