@@ -126,7 +126,7 @@ summary() {
 }
 
 stage fmt SKIP_FMT cargo fmt --all -- --check
-stage clippy SKIP_CLIPPY cargo clippy --workspace --all-targets -- -D warnings
+stage clippy SKIP_CLIPPY cargo clippy --workspace --all-targets --all-features -- -D warnings
 stage build SKIP_BUILD cargo build --workspace --bins
 if ((use_nextest)); then
     if [[ -n ${NEXTEST_PROFILE:-} ]]; then
@@ -140,9 +140,9 @@ if ((use_nextest)); then
     if [[ ${SKIP_TESTS:-} != 1 ]]; then
         stage doctests SKIP_DOCTESTS cargo test --workspace --doc
     fi
-    stage tests SKIP_TESTS cargo nextest run --workspace --profile "$profile"
+    stage tests SKIP_TESTS cargo nextest run --workspace --all-features --profile "$profile"
 else
-    stage tests SKIP_TESTS cargo test --workspace
+    stage tests SKIP_TESTS cargo test --workspace --all-features
 fi
 stage etcdctl-compat SKIP_COMPAT bash scripts/etcdctl-compat.sh
 

@@ -15,6 +15,9 @@ pub mod error;
 pub mod node;
 pub mod solo;
 pub mod storage;
+/// Test support: simulation helpers and a linearizability checker (feature `test-util`).
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 pub mod transport;
 
 pub use cmd::{Command, CommandExecutor, ConflictKeys, KeyRange};

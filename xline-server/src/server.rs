@@ -59,6 +59,8 @@ pub struct ServerContext {
     pub cluster_id: u64,
     /// This member.
     pub member: MemberInfo,
+    /// The members of `--initial-cluster` (client URLs are known for this member only).
+    pub initial_members: Vec<MemberInfo>,
     /// The configuration the member started with.
     pub config: ServerConfig,
 }
@@ -113,6 +115,22 @@ pub fn open(config: ServerConfig) -> Result<Arc<ServerContext>, ServerError> {
         peer_urls: peer_urls.clone(),
         client_urls: config.advertise_client_urls.clone(),
     };
+    let initial_members = members
+        .iter()
+        .map(|(name, urls)| {
+            let id = config::member_id(urls, token);
+            MemberInfo {
+                id,
+                name: name.clone(),
+                peer_urls: urls.clone(),
+                client_urls: if id == member.id {
+                    member.client_urls.clone()
+                } else {
+                    Vec::new()
+                },
+            }
+        })
+        .collect();
     let membership = Membership {
         voters: ids.iter().copied().collect(),
         learners: Default::default(),
@@ -145,6 +163,7 @@ pub fn open(config: ServerConfig) -> Result<Arc<ServerContext>, ServerError> {
         node,
         cluster_id,
         member,
+        initial_members,
         config,
     }))
 }

@@ -54,17 +54,30 @@ impl Cluster for ClusterService {
         &self,
         _: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
-        let m = &self.ctx.member;
+        // Voters and learners as consensus knows them; names and URLs from --initial-cluster.
+        // Other members' client URLs are not published through consensus yet, so they are
+        // listed without (as etcd lists a member that has not started).
+        let membership = self.ctx.node.status().membership;
+        let describe = |id: u64, is_learner: bool| {
+            let known = self.ctx.initial_members.iter().find(|m| m.id == id);
+            Member {
+                id,
+                name: known.map(|m| m.name.clone()).unwrap_or_default(),
+                peer_ur_ls: known.map(|m| m.peer_urls.clone()).unwrap_or_default(),
+                client_ur_ls: known.map(|m| m.client_urls.clone()).unwrap_or_default(),
+                is_learner,
+            }
+        };
+        let members = membership
+            .voters
+            .iter()
+            .map(|id| describe(*id, false))
+            .chain(membership.learners.iter().map(|id| describe(*id, true)))
+            .collect();
         Ok(Response::new(MemberListResponse {
             // etcd's cluster-service headers carry no revision.
             header: Some(self.ctx.header(0)),
-            members: vec![Member {
-                id: m.id,
-                name: m.name.clone(),
-                peer_ur_ls: m.peer_urls.clone(),
-                client_ur_ls: m.client_urls.clone(),
-                is_learner: false,
-            }],
+            members,
         }))
     }
 
