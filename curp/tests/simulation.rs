@@ -153,9 +153,8 @@ fn regression_seeds() {
     }
 }
 
-/// F2 (open): a Ready mixes an old-term speculation with a new term's entries or snapshot.
+/// F2 (fixed): a Ready mixed an old-term speculation with a new term's entries or snapshot.
 #[test]
-#[ignore = "F2 in SIM_FINDINGS.md: open core bug"]
 fn regression_seeds_f2() {
     for (seed, no_reads) in [
         (222, false),

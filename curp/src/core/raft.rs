@@ -11,7 +11,8 @@ use super::membership::MembershipLog;
 use super::ready::{Committed, Event, Input, Ready, Role, RoleState, SnapshotInstall, WitnessOp};
 use super::rng::SplitMix64;
 use super::types::{
-    CommandData, Entry, EntryKind, Envelope, LogIndex, Membership, Message, NodeId, Rejection, Term,
+    CommandData, Entry, EntryKind, Envelope, LogIndex, Membership, Message, NodeId, ProposeId,
+    Rejection, Term,
 };
 use crate::storage::HardState;
 
@@ -443,6 +444,25 @@ impl Core {
         if let Some(lead) = self.lead.take() {
             for read in lead.reads {
                 self.answer_read(read.from, read.id, None);
+            }
+        }
+        self.withdraw_speculation();
+    }
+
+    /// Takes back speculations not yet handed to the driver: once this member stops leading
+    /// (or installs a snapshot) in the same round, the driver would execute them on a state that
+    /// may already hold the new leader's entries, the command itself included (simulation
+    /// finding F2). Their clients are told `conflict` and wait for the ordered result instead.
+    pub(crate) fn withdraw_speculation(&mut self) {
+        let withdrawn: Vec<ProposeId> = self.out.speculate.drain(..).map(|c| c.id).collect();
+        if withdrawn.is_empty() {
+            return;
+        }
+        for event in &mut self.out.events {
+            if let Event::Proposed { id, conflict, .. } = event
+                && withdrawn.contains(id)
+            {
+                *conflict = true;
             }
         }
     }

@@ -97,6 +97,7 @@ impl Core {
         let Some((table, _)) = dedup::decode_snapshot(&data) else {
             return;
         };
+        self.withdraw_speculation();
         self.log.reset_to_snapshot(index, index_term);
         self.members.reset(index, membership.clone());
         self.dedup = table.clone();
