@@ -176,6 +176,18 @@ pub async fn run(
     let ctx = open(config)?;
     serve_peers(&ctx).await?;
     tokio::spawn(follow_leadership(Arc::clone(&ctx)));
+    tokio::pin!(shutdown);
+    // Like etcd, serve clients (and say so) only once the cluster has a leader.
+    let mut role = ctx.node.role();
+    tokio::select! {
+        _ = role.wait_for(|r| r.leader.is_some()) => {}
+        () = &mut shutdown => {
+            tracing::info!("stopping member before it joined a leader");
+            ctx.node.shutdown();
+            ctx.node.closed().await;
+            return Ok(());
+        }
+    }
     let addrs = config::listen_addrs(&ctx.config.listen_client_urls)?;
     let mut listeners = Vec::new();
     for addr in &addrs {
@@ -214,6 +226,7 @@ pub async fn run(
         shutdown.await;
         lease_streams.shutdown();
     };
+    tokio::pin!(shutdown);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
@@ -263,7 +276,7 @@ pub async fn run(
     tokio::pin!(serve);
     let served = tokio::select! {
         served = &mut serve => served,
-        () = shutdown => {
+        () = &mut shutdown => {
             let _ = stop_tx.send(());
             match tokio::time::timeout(SHUTDOWN_GRACE, &mut serve).await {
                 Ok(served) => served,

@@ -9,7 +9,12 @@ impl Core {
     /// A follower, learner or candidate tick: campaign when the election timeout elapses.
     pub(crate) fn tick_election(&mut self) {
         self.election_elapsed = self.election_elapsed.saturating_add(1);
-        if self.election_elapsed >= self.randomized_timeout && self.members.is_voter(self.cfg.id) {
+        // The only voter has nobody to wait for or collide with: it campaigns on its first tick
+        // instead of after an election timeout (as etcd's initial election tick advance does).
+        let alone = self.leader.is_none() && self.members.current().voters.len() == 1;
+        if (self.election_elapsed >= self.randomized_timeout || alone)
+            && self.members.is_voter(self.cfg.id)
+        {
             self.campaign_start(self.cfg.pre_vote);
         }
     }
