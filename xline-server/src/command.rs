@@ -14,7 +14,7 @@ use xline_proto::etcdserverpb::{
 #[derive(Clone, PartialEq, Message)]
 pub struct Command {
     /// The request.
-    #[prost(oneof = "Request", tags = "1, 2, 3, 4, 5, 6")]
+    #[prost(oneof = "Request", tags = "1, 2, 3, 4, 5, 6, 7")]
     pub request: Option<Request>,
 }
 
@@ -41,6 +41,10 @@ pub enum Request {
     /// deletes are the lease's attached keys when it is applied.
     #[prost(message, tag = "6")]
     LeaseRevoke(LeaseRevokeRequest),
+    /// A member publishes its name and client URLs to the cluster (etcd's "published local
+    /// member to cluster through raft"), so every member can list them.
+    #[prost(message, tag = "7")]
+    PublishMember(xline_proto::etcdserverpb::Member),
 }
 
 impl Command {
@@ -83,6 +87,8 @@ impl curp::Command for Command {
             // The attached keys are only known when it is applied; every put attaching a key
             // to this lease names it, so the lease id covers those.
             Some(Request::LeaseRevoke(revoke)) => keys.leases.push(revoke.id),
+            // Touches no key or lease: commutes with everything.
+            Some(Request::PublishMember(_)) => {}
             Some(Request::Compaction(_)) | None => keys.exclusive = true,
         }
         keys

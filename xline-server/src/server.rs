@@ -177,12 +177,12 @@ pub async fn run(
     serve_peers(&ctx).await?;
     tokio::spawn(follow_leadership(Arc::clone(&ctx)));
     tokio::pin!(shutdown);
-    // Like etcd, serve clients (and say so) only once the cluster has a leader.
-    let mut role = ctx.node.role();
+    // Like etcd, serve clients (and say so) only once this member's attributes are published
+    // through consensus, which needs a leader.
     tokio::select! {
-        _ = role.wait_for(|r| r.leader.is_some()) => {}
+        () = publish(&ctx) => {}
         () = &mut shutdown => {
-            tracing::info!("stopping member before it joined a leader");
+            tracing::info!("stopping member before it was published");
             ctx.node.shutdown();
             ctx.node.closed().await;
             return Ok(());
@@ -299,6 +299,30 @@ pub async fn run(
     served.map_err(|e| ServerError::Io(std::io::Error::other(e)))?;
     tracing::info!("stopped member");
     Ok(())
+}
+
+/// Proposes this member's attributes until they are applied (retrying while there is no
+/// leader or no quorum, as etcd's publish does).
+async fn publish(ctx: &Arc<ServerContext>) {
+    let member = xline_proto::etcdserverpb::Member {
+        id: ctx.member.id,
+        name: ctx.member.name.clone(),
+        peer_ur_ls: ctx.member.peer_urls.clone(),
+        client_ur_ls: ctx.member.client_urls.clone(),
+        is_learner: false,
+    };
+    let mut role = ctx.node.role();
+    loop {
+        let _ = role.wait_for(|r| r.leader.is_some()).await;
+        let cmd = Command::new(crate::command::Request::PublishMember(member.clone()));
+        match ctx.node.propose(cmd).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "failed to publish local member to cluster; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
 }
 
 /// Serves the consensus peer protocol on `--listen-peer-urls`, feeding the node's inbox.

@@ -238,6 +238,17 @@ async fn three_members_form_a_cluster_and_serve_through_every_member() {
     let mut c0 = cluster.client(0).await;
     let members = c0.member_list().await.unwrap();
     assert_eq!(members.members().len(), 3);
+    // Every member published its name and client URL through consensus before serving.
+    let mut listed: Vec<(String, Vec<String>)> = members
+        .members()
+        .iter()
+        .map(|m| (m.name().to_owned(), m.client_urls().to_vec()))
+        .collect();
+    listed.sort();
+    let expected: Vec<(String, Vec<String>)> = (0..3)
+        .map(|i| (format!("m{i}"), vec![cluster.endpoint(i)]))
+        .collect();
+    assert_eq!(listed, expected);
     let cluster_id = members.header().unwrap().cluster_id();
     // A write through each member is visible (linearizably) through every member.
     for i in 0..3 {

@@ -48,6 +48,8 @@ pub enum CommandResponse {
     LeaseGrant(LeaseGrantResponse),
     /// `Lease.LeaseRevoke`.
     LeaseRevoke(LeaseRevokeResponse),
+    /// A member's published attributes were stored.
+    MemberPublished,
 }
 
 /// What applying a command gives its proposer: a response, or the etcd error it failed with.
@@ -405,6 +407,18 @@ impl KvStore {
         Ok(events)
     }
 
+    /// The attributes members published (name, client URLs), by member id.
+    pub fn published_members(&self) -> Result<Vec<xline_proto::etcdserverpb::Member>, ServerError> {
+        self.backend
+            .range(Table::Members, &[], &[], 0)?
+            .into_iter()
+            .map(|(_, v)| {
+                xline_proto::etcdserverpb::Member::decode(v.as_slice())
+                    .map_err(|e| ServerError::Corrupt(format!("member record: {e}")))
+            })
+            .collect()
+    }
+
     /// Makes every applied batch durable; returns the applied index that now is.
     pub fn flush(&self) -> Result<u64, BackendError> {
         let applied = self.applied_index();
@@ -508,6 +522,14 @@ impl Applier<'_> {
             }
             Some(Request::LeaseRevoke(req)) => {
                 self.lease_revoke(req).map(CommandResponse::LeaseRevoke)
+            }
+            Some(Request::PublishMember(member)) => {
+                self.wb.put(
+                    Table::Members,
+                    member.id.to_be_bytes(),
+                    member.encode_to_vec(),
+                );
+                Ok(CommandResponse::MemberPublished)
             }
             None => Err(ServerError::Corrupt("command without a request".into())),
         }

@@ -54,17 +54,23 @@ impl Cluster for ClusterService {
         &self,
         _: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
-        // Voters and learners as consensus knows them; names and URLs from --initial-cluster.
-        // Other members' client URLs are not published through consensus yet, so they are
-        // listed without (as etcd lists a member that has not started).
+        // Voters and learners as consensus knows them; names and client URLs as each member
+        // published them through consensus.
         let membership = self.ctx.node.status().membership;
+        let published = self.ctx.store.published_members().map_err(Status::from)?;
         let describe = |id: u64, is_learner: bool| {
             let known = self.ctx.initial_members.iter().find(|m| m.id == id);
+            let public = published.iter().find(|m| m.id == id);
             Member {
                 id,
-                name: known.map(|m| m.name.clone()).unwrap_or_default(),
-                peer_ur_ls: known.map(|m| m.peer_urls.clone()).unwrap_or_default(),
-                client_ur_ls: known.map(|m| m.client_urls.clone()).unwrap_or_default(),
+                // A member that has not published itself yet is listed without name and
+                // client URLs, as etcd lists an unstarted member.
+                name: public.map(|m| m.name.clone()).unwrap_or_default(),
+                peer_ur_ls: public
+                    .map(|m| m.peer_ur_ls.clone())
+                    .or_else(|| known.map(|m| m.peer_urls.clone()))
+                    .unwrap_or_default(),
+                client_ur_ls: public.map(|m| m.client_ur_ls.clone()).unwrap_or_default(),
                 is_learner,
             }
         };
