@@ -5,15 +5,13 @@
 //! [`CommandExecutor`].
 //!
 //! The crate provides the state-machine seam ([`cmd`]), the pure protocol core ([`core`]),
-//! durable log storage ([`storage`]), the peer transport seam ([`transport`]), and two
-//! drivers: [`Node`] runs a member of a replicated cluster ([`node`]), and [`SoloNode`] a
-//! single voter without consensus traffic.
+//! durable log storage ([`storage`]), the peer transport seam ([`transport`]), and the driver:
+//! [`Node`] runs a member of a replicated cluster ([`node`]); a single member is a cluster of one.
 
 pub mod cmd;
 pub mod core;
 pub mod error;
 pub mod node;
-pub mod solo;
 pub mod storage;
 /// Test support: simulation helpers and a linearizability checker (feature `test-util`).
 #[cfg(any(test, feature = "test-util"))]
@@ -23,5 +21,4 @@ pub mod transport;
 pub use cmd::{Command, CommandExecutor, ConflictKeys, KeyRange};
 pub use error::{DecodeError, ExecutorError, ProposeError, StorageError};
 pub use node::{Inbox, Node, NodeConfig, NodeError, NodeHandle};
-pub use solo::{SoloConfig, SoloHandle, SoloNode};
 pub use storage::{HardState, LogEntry, LogStorage, MemoryLog, RaftEngineLog, RaftEngineOptions};
