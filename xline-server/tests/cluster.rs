@@ -329,3 +329,47 @@ async fn killed_leader_is_replaced_and_catches_up_after_restart() {
         .unwrap();
     assert_eq!(got.count(), 20);
 }
+
+#[tokio::test]
+async fn move_leader_hands_leadership_to_a_chosen_member() {
+    let cluster = Cluster::start(3);
+    wait_ready(&cluster).await;
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let li = cluster.index_of(leader).await;
+    let fi = (li + 1) % 3;
+    let mut follower = cluster.client(fi).await;
+    let target = follower
+        .status()
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .member_id();
+    // Only the leader moves leadership.
+    let err = follower.move_leader(target).await.unwrap_err();
+    match err {
+        etcd_client::Error::GRpcStatus(s) => {
+            assert_eq!(s.code(), tonic::Code::FailedPrecondition);
+            assert_eq!(s.message(), "etcdserver: not leader");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let mut lc = cluster.client(li).await;
+    // Not a member: a bad transferee.
+    let err = lc.move_leader(0x1234).await.unwrap_err();
+    match err {
+        etcd_client::Error::GRpcStatus(s) => {
+            assert_eq!(s.code(), tonic::Code::FailedPrecondition);
+            assert_eq!(s.message(), "etcdserver: bad leader transferee");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    lc.move_leader(target).await.unwrap();
+    let now = cluster
+        .leader_other_than(leader, Duration::from_secs(10))
+        .await;
+    assert_eq!(now, target);
+    // The cluster still serves writes.
+    let mut c = cluster.client(li).await;
+    c.put("after-move", "ok", None).await.unwrap();
+}

@@ -1,5 +1,5 @@
-//! `etcdserverpb.Maintenance`: Status and alarm listing. Snapshot, hashing, defragmentation,
-//! leader transfer and downgrade answer `Unimplemented` until they are built.
+//! `etcdserverpb.Maintenance`: Status, alarm listing and MoveLeader. Snapshot, hashing,
+//! defragmentation and downgrade answer `Unimplemented` until they are built.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use xline_proto::etcdserverpb::{
     alarm_request,
 };
 
-use crate::error::ServerError;
+use crate::error::{EtcdError, ServerError};
 use crate::server::{ETCD_VERSION, ServerContext};
 
 /// Serves Status and Alarm (listing and disarming; no alarm is raised yet).
@@ -59,7 +59,7 @@ impl Maintenance for MaintenanceService {
         let db_size = i64::try_from(db_size).unwrap_or(i64::MAX);
         let status = self.ctx.node.status();
         let errors = if status.leader.is_none() {
-            vec![crate::error::EtcdError::NoLeader.to_string()]
+            vec![EtcdError::NoLeader.to_string()]
         } else {
             Vec::new()
         };
@@ -106,9 +106,25 @@ impl Maintenance for MaintenanceService {
 
     async fn move_leader(
         &self,
-        _: Request<MoveLeaderRequest>,
+        request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(ServerError::Unimplemented("/etcdserverpb.Maintenance/MoveLeader").into())
+        // As etcd: only the leader moves leadership, and only to a voting member.
+        let target = request.into_inner().target_id;
+        let status = self.ctx.node.status();
+        if status.leader != Some(self.ctx.member.id) {
+            return Err(ServerError::from(EtcdError::NotLeader).into());
+        }
+        if !status.membership.voters.contains(&target) {
+            return Err(ServerError::from(EtcdError::BadLeaderTransferee).into());
+        }
+        self.ctx
+            .node
+            .transfer_leader(target)
+            .await
+            .map_err(ServerError::from)?;
+        Ok(Response::new(MoveLeaderResponse {
+            header: Some(self.ctx.header(self.ctx.store.current_revision())),
+        }))
     }
 
     async fn downgrade(
