@@ -31,11 +31,18 @@ fn program() -> PathBuf {
     }
 }
 
+/// Ports handed out in this test process, never handed out twice (tests run in parallel).
+static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
 fn free_port(taken: &[TcpListener]) -> (u16, TcpListener) {
     loop {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        if taken.iter().all(|t| t.local_addr().unwrap().port() != port) {
+        let mut handed_out = HANDED_OUT.lock().unwrap();
+        if !handed_out.contains(&port)
+            && taken.iter().all(|t| t.local_addr().unwrap().port() != port)
+        {
+            handed_out.push(port);
             return (port, l);
         }
     }
@@ -372,4 +379,57 @@ async fn move_leader_hands_leadership_to_a_chosen_member() {
     // The cluster still serves writes.
     let mut c = cluster.client(li).await;
     c.put("after-move", "ok", None).await.unwrap();
+}
+
+#[tokio::test]
+async fn leases_kept_alive_through_a_follower_stay_alive() {
+    let cluster = Cluster::start(3);
+    wait_ready(&cluster).await;
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let li = cluster.index_of(leader).await;
+    let fi = (li + 1) % 3;
+    let mut c = cluster.client(fi).await;
+    let lease = c.lease_grant(2, None).await.unwrap().id();
+    c.put(
+        "leased",
+        "v",
+        Some(etcd_client::PutOptions::new().with_lease(lease)),
+    )
+    .await
+    .unwrap();
+    // Keep it alive through the follower for three TTLs: only the leader expires leases, so
+    // the follower must pass the keep-alives on.
+    let (mut keeper, mut answers) = c.lease_keep_alive(lease).await.unwrap();
+    for _ in 0..12 {
+        keeper.keep_alive().await.unwrap();
+        let answer = answers.message().await.unwrap().unwrap();
+        assert!(
+            answer.ttl() > 0,
+            "keep-alive through a follower answered {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let got = c.get("leased", None).await.unwrap();
+    assert_eq!(
+        got.kvs().len(),
+        1,
+        "the lease expired although it was kept alive"
+    );
+    let ttl = c.lease_time_to_live(lease, None).await.unwrap();
+    assert!(
+        ttl.ttl() > 0 && ttl.ttl() <= 2,
+        "time-to-live through a follower: {}",
+        ttl.ttl()
+    );
+    // Once the keep-alives stop, the leader expires it.
+    drop(keeper);
+    drop(answers);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        if c.get("leased", None).await.unwrap().kvs().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the lease never expired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

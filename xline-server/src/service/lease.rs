@@ -110,6 +110,60 @@ impl LeaseService {
     }
 }
 
+/// A client of the leader's Lease service, for the requests only the leader can answer
+/// (keep-alive and time-to-live: only the leader tracks expiry, CURP.md section 7).
+type LeaderLease = xline_proto::etcdserverpb::lease_client::LeaseClient<tonic::transport::Channel>;
+
+impl LeaseService {
+    /// Connects to the current leader's client URL, as the leader published it.
+    async fn leader_client(&self) -> Result<(u64, LeaderLease), Status> {
+        let leader = self
+            .ctx
+            .leader()
+            .ok_or_else(|| Status::from(EtcdError::NoLeader))?;
+        if leader == self.ctx.member.id {
+            // This member leads but has not taken over the leases yet: never forward to itself.
+            return Err(EtcdError::LeaderChanged.into());
+        }
+        let members = self.ctx.store.published_members().map_err(Status::from)?;
+        let url = members
+            .iter()
+            .find(|m| m.id == leader)
+            .and_then(|m| m.client_ur_ls.first().cloned())
+            .ok_or_else(|| Status::from(EtcdError::NoLeader))?;
+        let channel = tonic::transport::Endpoint::from_shared(url)
+            .map_err(|_| Status::from(EtcdError::NoLeader))?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|_| Status::from(EtcdError::LeaderChanged))?;
+        Ok((leader, LeaderLease::new(channel)))
+    }
+}
+
+/// Forwards one keep-alive to the leader (reusing the connection while the leader stays the
+/// same) and returns the TTL it answered.
+async fn forward_keep_alive(
+    service: &LeaseService,
+    leader: &mut Option<(u64, LeaderLease)>,
+    id: i64,
+) -> Result<i64, Status> {
+    let current = service.ctx.leader();
+    if leader.as_ref().map(|(l, _)| Some(*l)) != Some(current) {
+        *leader = Some(service.leader_client().await?);
+    }
+    let Some((_, client)) = leader.as_mut() else {
+        return Err(EtcdError::NoLeader.into());
+    };
+    let once = tokio_stream::once(LeaseKeepAliveRequest { id });
+    let mut answers = client.lease_keep_alive(once).await?.into_inner();
+    match answers.message().await? {
+        Some(resp) => Ok(resp.ttl),
+        None => Err(EtcdError::LeaderChanged.into()),
+    }
+}
+
 fn unexpected(what: &str) -> ServerError {
     ServerError::Corrupt(format!(
         "apply returned a response of the wrong kind for {what}"
@@ -127,6 +181,7 @@ async fn keep_alive_loop(
     tx: tokio::sync::mpsc::Sender<Result<LeaseKeepAliveResponse, Status>>,
 ) {
     let mut stop = service.stop.subscribe();
+    let mut leader = None;
     loop {
         let message = tokio::select! {
             message = requests.message() => message,
@@ -145,10 +200,14 @@ async fn keep_alive_loop(
                 let _ = tx.send(Err(EtcdError::Timeout.into())).await;
                 return;
             }
-            Renewal::NotPrimary => {
-                let _ = tx.send(Err(EtcdError::NotLeader.into())).await;
-                return;
-            }
+            // Only the leader tracks expiry: a follower forwards the keep-alive to it.
+            Renewal::NotPrimary => match forward_keep_alive(&service, &mut leader, req.id).await {
+                Ok(ttl) => ttl,
+                Err(status) => {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+            },
         };
         let resp = LeaseKeepAliveResponse {
             header: service.header(),
@@ -217,6 +276,13 @@ impl Lease for LeaseService {
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let req = request.into_inner();
+        // Remaining TTLs are known to the leader only (followers' leases never expire).
+        if self.ctx.node.role().borrow().role != curp::core::Role::Leader {
+            let (_, mut client) = self.leader_client().await?;
+            let mut resp = client.lease_time_to_live(req).await?.into_inner();
+            resp.header = self.header();
+            return Ok(Response::new(resp));
+        }
         let now = tokio::time::Instant::now();
         let found = {
             let table = self.ctx.store.lessor().lock();
