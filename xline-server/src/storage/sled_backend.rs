@@ -53,8 +53,19 @@ impl SledBackend {
     /// Opens (creating when missing) the sled database at `dir/sled`.
     pub fn open(dir: &Path) -> Result<Self, BackendError> {
         fs::create_dir_all(dir).map_err(|e| BackendError::new("open", e))?;
-        let db = sled::open(dir.join(SLED_DIR_NAME)).map_err(|e| BackendError::new("open", e))?;
-        Ok(Self { db })
+        // A sled database dropped in this process keeps its file lock until its background
+        // flusher thread has exited; reopening right after a drop waits briefly for that.
+        let mut attempts = 0;
+        loop {
+            match sled::open(dir.join(SLED_DIR_NAME)) {
+                Ok(db) => return Ok(Self { db }),
+                Err(e) if attempts < 50 && e.to_string().contains("could not acquire lock") => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(BackendError::new("open", e)),
+            }
+        }
     }
 }
 
