@@ -189,17 +189,7 @@ pub async fn run(
         }
     }
     let addrs = config::listen_addrs(&ctx.config.listen_client_urls)?;
-    let mut listeners = Vec::new();
-    for addr in &addrs {
-        match tokio::net::TcpListener::bind(addr.addr).await {
-            Ok(l) => listeners.push(TcpListenerStream::new(l)),
-            // `localhost` on a machine without IPv6 still serves IPv4.
-            Err(e) if addr.addr.is_ipv6() && addrs.len() > 1 => {
-                tracing::warn!(address = %addr.addr, error = %e, "cannot listen on IPv6 address; skipping");
-            }
-            Err(e) => return Err(ServerError::Config(format!("listen on {}: {e}", addr.addr))),
-        }
-    }
+    let listeners = bind_all(&addrs).await?;
     let incoming = futures::stream::select_all(listeners).map(|conn| {
         conn.inspect(|stream| {
             let _ = stream.set_nodelay(true);
@@ -301,6 +291,22 @@ pub async fn run(
     Ok(())
 }
 
+/// Binds every address. `localhost` stands for 127.0.0.1 and ::1; on a machine without IPv6
+/// the IPv6 half is skipped with a warning instead of failing.
+async fn bind_all(addrs: &[config::ListenAddr]) -> Result<Vec<TcpListenerStream>, ServerError> {
+    let mut listeners = Vec::new();
+    for addr in addrs {
+        match tokio::net::TcpListener::bind(addr.addr).await {
+            Ok(l) => listeners.push(TcpListenerStream::new(l)),
+            Err(e) if addr.addr.is_ipv6() && addrs.len() > 1 => {
+                tracing::warn!(address = %addr.addr, error = %e, "cannot listen on IPv6 address; skipping");
+            }
+            Err(e) => return Err(ServerError::Config(format!("listen on {}: {e}", addr.addr))),
+        }
+    }
+    Ok(listeners)
+}
+
 /// Proposes this member's attributes until they are applied (retrying while there is no
 /// leader or no quorum, as etcd's publish does).
 async fn publish(ctx: &Arc<ServerContext>) {
@@ -328,16 +334,7 @@ async fn publish(ctx: &Arc<ServerContext>) {
 /// Serves the consensus peer protocol on `--listen-peer-urls`, feeding the node's inbox.
 async fn serve_peers(ctx: &Arc<ServerContext>) -> Result<(), ServerError> {
     let addrs = config::listen_addrs(&ctx.config.listen_peer_urls)?;
-    let mut listeners = Vec::new();
-    for addr in &addrs {
-        match tokio::net::TcpListener::bind(addr.addr).await {
-            Ok(l) => listeners.push(TcpListenerStream::new(l)),
-            Err(e) if addr.addr.is_ipv6() && addrs.len() > 1 => {
-                tracing::warn!(address = %addr.addr, error = %e, "cannot listen on IPv6 peer address; skipping");
-            }
-            Err(e) => return Err(ServerError::Config(format!("listen on {}: {e}", addr.addr))),
-        }
-    }
+    let listeners = bind_all(&addrs).await?;
     let inbox = ctx.node.inbox();
     let sink: curp::transport::grpc::Sink = Arc::new(move |env| inbox.deliver(env));
     let max = ctx.config.max_request_bytes.saturating_mul(4).max(64 << 20);
