@@ -47,13 +47,9 @@ KNOWN_DIFFERENCES=(
 # NOT_COMPARED: commands (by label, without the sequence number) that still run against both
 # servers, so the state stays in step, but whose output is not compared. The value says why.
 declare -A NOT_COMPARED=(
-    # etcdctl 3.4 sends the whole endpoint URL ("http://127.0.0.1:PORT") as the HTTP/2
-    # :authority of its Maintenance.Status call. grpc-go accepts that; the HTTP/2 library under
-    # tonic (h2) rejects it as a malformed authority and resets the stream, and has no option to
-    # relax the check. etcdctl 3.5 and the etcd client libraries send a valid authority. The same
-    # calls are compared below with a scheme-less endpoint ("... host:port endpoint").
-    ["endpoint status json"]="etcdctl 3.4 sends an invalid :authority that h2 rejects; compared as 'endpoint status json (host:port endpoint)'"
-    ["endpoint status final"]="etcdctl 3.4 sends an invalid :authority that h2 rejects; compared as 'endpoint status final (host:port endpoint)'"
+    # (none: etcdctl 3.4's per-endpoint calls send the endpoint URL as the HTTP/2 :authority;
+    # xline-server/src/authority.rs rewrites it to host:port before h2 sees it, so those calls
+    # are compared like every other.)
 )
 
 die() {

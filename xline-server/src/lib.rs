@@ -6,6 +6,7 @@
 //! (revisions, key index, the store) and [`storage`] (the backend trait and its engines).
 //! [`server`] wires them together; [`config`] is the command line.
 
+pub mod authority;
 pub mod command;
 pub mod config;
 pub mod error;

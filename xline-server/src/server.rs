@@ -17,6 +17,7 @@ use xline_proto::etcdserverpb::lease_server::LeaseServer;
 use xline_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use xline_proto::etcdserverpb::watch_server::WatchServer;
 
+use crate::authority::AuthorityFix;
 use crate::command::Command;
 use crate::config::{self, GRPC_OVERHEAD_BYTES, ServerConfig};
 use crate::error::ServerError;
@@ -191,8 +192,9 @@ pub async fn run(
     let addrs = config::listen_addrs(&ctx.config.listen_client_urls)?;
     let listeners = bind_all(&addrs).await?;
     let incoming = futures::stream::select_all(listeners).map(|conn| {
-        conn.inspect(|stream| {
+        conn.map(|stream| {
             let _ = stream.set_nodelay(true);
+            AuthorityFix::new(stream)
         })
     });
 
