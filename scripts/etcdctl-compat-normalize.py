@@ -19,8 +19,9 @@ independent single-member servers that were given the same sequence of requests:
   * member list: name, peer URLs (the two servers are configured differently on the peer side);
     the client URL is replaced by `<client-url>` (each server has its own free port);
   * timings (`took`), and the client-side zap log lines' timestamp and connection target;
-  * lease ids (chosen by each server: in JSON, in the hex of `lease` output and in the
-    `$ etcdctl` lines that name them), numbered `<lease-N>` by first appearance like member
+  * lease ids (chosen by each server: in JSON, in the hex of `lease` output, at the end of the
+    keys `etcdctl lock` and `elect` print, and in the `$ etcdctl` lines that name them),
+    numbered `<lease-N>` by first appearance like member
     ids; the remaining TTL of `lease timetolive` (whole seconds left, which depends on timing).
     etcdctl prints a lease response's header fields at the top level of its JSON, so those are
     normalized there too.
@@ -205,6 +206,10 @@ class Normalizer:
         if re.match(r"^[0-9a-f]{16}$", line) or line.startswith("lease "):
             line = hex_leases(line)
         line = re.sub(r"remaining\(\d+s\)", "remaining(<n>s)", line)
+        # lock and election keys (`etcdctl lock`, `elect`): NAME/<lease id in unpadded hex>
+        m = re.match(r"^(\S+/)([0-9a-f]{12,16})$", line)
+        if m:
+            return m.group(1) + lease_placeholder(int(m.group(2), 16))
         return self.text_urls(line)
 
     def line(self, line: str) -> str:

@@ -420,6 +420,7 @@ scenario() {
     w "watch at compaction rev" --rev=30 --prefix t/
     c "put after compaction" put after compact -w json       # rev 39
     lease_scenario                                            # revs 40-45
+    lock_elect_scenario                                       # revs 46-59
     c "get all final" get --from-key "" -w json
     c "endpoint status final" endpoint status -w json
     CUR_EP="${CUR_EP#http://}" c "endpoint status final (host:port endpoint)" endpoint status -w json
@@ -455,6 +456,40 @@ lease_scenario() {
     c "lease keep-alive unknown" lease keep-alive --once 1234
     c "put with revoked lease" put --lease="$lease" l/4 v4
     c "lease list after revoke" lease list
+}
+
+# Locks and elections (current revision: 45). etcdctl builds both from leases, txns and watches
+# on the client side; their keys end in the session's lease id, which the normalizer numbers.
+# A held lock or campaign prints its key and then waits for a signal, so those commands run
+# under `timeout -s INT` (etcdctl unlocks or resigns on SIGINT; `elect` ignores SIGTERM).
+lock_elect_scenario() {
+    local held="$WORK/etcdctl-held" holder
+    printf '#!/bin/sh\nexec timeout -s INT 1.5 %q "$@"\n' "$(command -v "$ETCDCTL")" >"$held"
+    chmod +x "$held"
+    # shellcheck disable=SC2016  # expanded by the command etcdctl runs, not here
+    c "lock with command" lock lk -- sh -c 'echo "$ETCD_LOCK_KEY"; echo "rev $ETCD_LOCK_REV"'
+    c "lock with failing command" lock lk -- sh -c 'exit 3'
+    c "lock without name" lock
+    ETCDCTL=$held c "lock held until SIGINT" lock lk
+    c "lock keys after unlock" get --prefix lk/ -w json
+    # A second locker waits until the holder (in the background) is interrupted.
+    timeout -s INT 3 "$ETCDCTL" --endpoints="$CUR_EP" lock lk >/dev/null 2>&1 &
+    holder=$!
+    sleep 0.7
+    # shellcheck disable=SC2016  # expanded by the command etcdctl runs, not here
+    c "lock waits for the holder" lock lk -- sh -c 'echo "rev $ETCD_LOCK_REV"'
+    wait "$holder" || true
+    c "lock keys after contention" get --prefix lk/ -w json
+    ETCDCTL=$held c "elect campaign held until SIGINT" elect el p1
+    c "elect without proposal" elect el
+    c "elect without name" elect
+    # An observer sees the leader that campaigns in the background.
+    timeout -s INT 3 "$ETCDCTL" --endpoints="$CUR_EP" elect el leader1 >/dev/null 2>&1 &
+    holder=$!
+    sleep 0.7
+    ETCDCTL=$held c "elect listen" elect --listen el
+    wait "$holder" || true
+    c "election keys after resign" get --prefix el/ -w json
 }
 
 run_scenario() {

@@ -199,6 +199,36 @@ impl From<curp::ProposeError> for ServerError {
     }
 }
 
+/// An error of the Lock and Election services. etcd serves them over an in-process client and
+/// hands that client's errors on as plain errors, so every one of them (an underlying
+/// `etcdserver: ...` error too) reaches the caller with gRPC code Unknown and the error's message.
+#[derive(Debug, thiserror::Error)]
+pub enum ConcurrencyError {
+    /// etcd's `concurrency.ErrElectionNotLeader`: the leader key named is not the leader's (any
+    /// more: resigned, or its lease expired).
+    #[error("election: not leader")]
+    NotLeader,
+    /// etcd's `concurrency.ErrElectionNoLeader`: nobody campaigns in the election.
+    #[error("election: no leader")]
+    NoLeader,
+    /// etcd's `v3election.ErrMissingLeaderKey`.
+    #[error("\"leader\" field must be provided")]
+    MissingLeaderKey,
+    /// etcd's `concurrency.ErrSessionExpired`: a waiter's key was gone when its turn came (its
+    /// lease expired while it waited).
+    #[error("mutex: session is expired")]
+    SessionExpired,
+    /// A request the service made failed.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+impl From<EtcdError> for ConcurrencyError {
+    fn from(err: EtcdError) -> Self {
+        ConcurrencyError::Server(err.into())
+    }
+}
+
 /// Anything that can fail while serving a request.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {

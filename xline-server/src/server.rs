@@ -16,6 +16,8 @@ use xline_proto::etcdserverpb::kv_server::KvServer;
 use xline_proto::etcdserverpb::lease_server::LeaseServer;
 use xline_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use xline_proto::etcdserverpb::watch_server::WatchServer;
+use xline_proto::v3electionpb::election_server::ElectionServer;
+use xline_proto::v3lockpb::lock_server::LockServer;
 
 use crate::authority::AuthorityFix;
 use crate::command::Command;
@@ -26,6 +28,7 @@ use crate::mvcc::store::{ApplyOutput, KvStore};
 use crate::service::LeaseService;
 use crate::service::WatchService;
 use crate::service::{ClusterService, KvService, MaintenanceService};
+use crate::service::{ElectionService, LocalClient, LockService};
 use crate::storage::open_backend;
 
 /// The etcd version this server reports (clients such as Kubernetes gate features on it).
@@ -210,6 +213,9 @@ pub async fn run(
         watch_hub.shutdown();
     };
     let lease_service = LeaseService::new(Arc::clone(&ctx));
+    // Lock and Election run over an in-process client of this member, as etcd's do.
+    let local_client =
+        LocalClient::new(Arc::clone(&ctx), watch_service.hub(), lease_service.clone());
     let lease_expiry = lease_service.spawn_expiry();
     let lease_streams = lease_service.clone();
     // Keep-alive streams stay open as long as their clients run: end them on shutdown too,
@@ -240,7 +246,15 @@ pub async fn run(
                 .max_decoding_message_size(max_decode),
         )
         .add_service(WatchServer::new(watch_service).max_decoding_message_size(max_decode))
-        .add_service(LeaseServer::new(lease_service).max_decoding_message_size(max_decode));
+        .add_service(LeaseServer::new(lease_service).max_decoding_message_size(max_decode))
+        .add_service(
+            LockServer::new(LockService::new(local_client.clone()))
+                .max_decoding_message_size(max_decode),
+        )
+        .add_service(
+            ElectionServer::new(ElectionService::new(local_client))
+                .max_decoding_message_size(max_decode),
+        );
 
     tracing::info!(
         cluster_version = CLUSTER_VERSION,

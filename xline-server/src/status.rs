@@ -3,7 +3,7 @@
 use tonic::codegen::{Service, http};
 use tonic::{Code, Status};
 
-use crate::error::{EtcdError, ServerError};
+use crate::error::{ConcurrencyError, EtcdError, ServerError};
 
 /// The gRPC code etcd sends with `err`.
 pub fn code_of(err: EtcdError) -> Code {
@@ -82,6 +82,19 @@ impl From<ServerError> for Status {
             ServerError::Corrupt(e) => Status::data_loss(e),
             ServerError::Config(e) => Status::invalid_argument(e),
             ServerError::Io(e) => Status::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<ConcurrencyError> for Status {
+    /// As etcd's Lock and Election services answer: code Unknown with the error's message, also
+    /// for the `etcdserver:` errors of the requests they made. A member that cannot serve at all
+    /// answers as for any other request.
+    fn from(err: ConcurrencyError) -> Self {
+        match err {
+            ConcurrencyError::Server(ServerError::Etcd(e)) => Status::unknown(e.to_string()),
+            ConcurrencyError::Server(other) => other.into(),
+            other => Status::unknown(other.to_string()),
         }
     }
 }
@@ -493,6 +506,32 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(remap_oversize(other).headers()["grpc-status"], "11");
+    }
+
+    #[test]
+    fn lock_and_election_errors_are_unknown_with_etcds_message() {
+        let cases = [
+            (ConcurrencyError::NotLeader, "election: not leader"),
+            (ConcurrencyError::NoLeader, "election: no leader"),
+            (
+                ConcurrencyError::MissingLeaderKey,
+                "\"leader\" field must be provided",
+            ),
+            (
+                ConcurrencyError::SessionExpired,
+                "mutex: session is expired",
+            ),
+            (
+                ConcurrencyError::from(EtcdError::LeaseNotFound),
+                "etcdserver: requested lease not found",
+            ),
+        ];
+        for (err, msg) in cases {
+            let status = Status::from(err);
+            assert_eq!((status.code(), status.message()), (Code::Unknown, msg));
+        }
+        let stopped = Status::from(ConcurrencyError::from(ServerError::Consensus("x".into())));
+        assert_eq!(stopped.code(), Code::Unavailable);
     }
 
     #[test]

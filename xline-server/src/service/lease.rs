@@ -1,8 +1,10 @@
 //! `etcdserverpb.Lease`.
 //!
 //! Grant and Revoke go through consensus (the id of a grant is chosen here, before proposing).
-//! KeepAlive, TimeToLive and Leases are answered from this member's lessor, which is the
-//! primary's: with one member it always is (a cluster will forward them to the leader).
+//! Only the leader tracks expiry, so a follower forwards KeepAlive and TimeToLive to it. Leases
+//! is answered by every member from its own lessor, as etcd does (`EtcdServer.LeaseLeases`
+//! lists its local lessor, without forwarding or a read barrier): which leases exist is
+//! replicated state, applied on every member; only deadlines are the leader's.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -101,6 +103,19 @@ impl LeaseService {
             if !lessor.contains(id) {
                 return id;
             }
+        }
+    }
+
+    /// Grants a lease with a server-chosen id and `ttl_secs` (a Lock or Campaign that names no
+    /// lease gets one, as etcd's sessions do); returns its id.
+    pub async fn grant_session(&self, ttl_secs: i64) -> Result<i64, ServerError> {
+        let req = LeaseGrantRequest {
+            ttl: ttl_secs,
+            id: self.new_id(),
+        };
+        match self.propose(command::Request::LeaseGrant(req)).await? {
+            CommandResponse::LeaseGrant(resp) => Ok(resp.id),
+            _ => Err(unexpected("lease grant")),
         }
     }
 
@@ -310,6 +325,8 @@ impl Lease for LeaseService {
         &self,
         _request: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        // The applied leases of this member (see the module docs). On a follower no lease has
+        // a deadline, so they come in id order; the leader's come soonest expiry first.
         let ids = self.ctx.store.lessor().lock().ids_by_expiry();
         Ok(Response::new(LeaseLeasesResponse {
             header: self.header(),

@@ -3,13 +3,19 @@
 //! `Unimplemented`, the code clients feature-detect on.
 
 mod cluster;
+mod concurrency;
+mod election;
 mod kv;
 mod lease;
+mod lock;
 mod maintenance;
 mod watch;
 
 pub use cluster::ClusterService;
+pub use concurrency::LocalClient;
+pub use election::ElectionService;
 pub use kv::KvService;
 pub use lease::LeaseService;
+pub use lock::LockService;
 pub use maintenance::MaintenanceService;
 pub use watch::WatchService;

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, ConnectOptions, ResponseHeader};
 use tempfile::TempDir;
 
+pub mod cluster;
+
 /// How long a server may take to answer its first Range.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
