@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-const FILES: &[&str] = &["curp.proto"];
+const FILES: &[&str] = &["curp.proto", "client.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("proto");

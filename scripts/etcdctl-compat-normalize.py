@@ -19,6 +19,8 @@ independent single-member servers that were given the same sequence of requests:
   * member list: name, peer URLs (the two servers are configured differently on the peer side);
     the client URL is replaced by `<client-url>` (each server has its own free port);
   * timings (`took`), and the client-side zap log lines' timestamp and connection target;
+  * `snapshot save`: the endpoint and the snapshot's size in etcdctl's log lines (the two
+    servers' snapshot formats differ: bbolt pages against xline's store image);
   * lease ids (chosen by each server: in JSON, in the hex of `lease` output, at the end of the
     keys `etcdctl lock` and `elect` print, and in the `$ etcdctl` lines that name them),
     numbered `<lease-N>` by first appearance like member
@@ -180,6 +182,13 @@ class Normalizer:
             out["ts"] = "<ts>"
         if "target" in out:
             out["target"] = "<target>"
+        # snapshot save: which endpoint, how big (each server's own format) and how long
+        if isinstance(out.get("endpoint"), str):
+            out["endpoint"] = self.url(out["endpoint"])
+        if "size" in out:
+            out["size"] = "<size>"
+        if "took" in out:
+            out["took"] = "<took>"
         if "error" in out and isinstance(out["error"], str):
             out["error"] = self.text_urls(out["error"])
         return out
@@ -200,6 +209,15 @@ class Normalizer:
             clients = ",".join(self.url(u) for u in m.group(5).split(",") if u.strip())
             rest = m.group(6) or ""
             return f"{id_placeholder(int(m.group(1), 16))}, {m.group(2)}, <name>, {peers}, {clients}{rest}"
+        # member add / remove / update / promote (simple)
+        m = re.match(r"^Member\s+([0-9a-f]+) (added to|removed from|updated in|promoted in) cluster\s+([0-9a-f]+)$", line)
+        if m:
+            return f"Member {id_placeholder(int(m.group(1), 16))} {m.group(2)} cluster <cluster_id>"
+        # member add: the existing members' peer URLs differ; entries are in (random) id order
+        m = re.match(r'^ETCD_INITIAL_CLUSTER="(.*)"$', line)
+        if m:
+            entries = sorted(re.sub(r"=.*$", "=<peer-url>", e) for e in m.group(1).split(","))
+            return 'ETCD_INITIAL_CLUSTER="' + ",".join(entries) + '"'
         # endpoint health (simple)
         line = re.sub(r"took = [0-9.]+[a-zµ]*s\b", "took = <took>", line)
         # lease grant / timetolive / keep-alive / revoke / list (simple)
@@ -232,7 +250,11 @@ def normalize(client_url: str) -> int:
     for raw in sys.stdin:
         line = raw.rstrip("\n")
         # Transcript structure lines ("### ...", "$ etcdctl ...", "  | stdin", "[exit N]") are kept.
-        if line.startswith("$ etcdctl ") and "lease" in line:
+        if line.startswith("$ etcdctl member "):
+            # member ids in the arguments (random per server); short test ids like 1234 are kept
+            line = re.sub(r"\b[0-9a-f]{8,16}\b", lambda m: id_placeholder(int(m.group(0), 16)), line)
+            sys.stdout.write(line + "\n")
+        elif line.startswith("$ etcdctl ") and "lease" in line:
             sys.stdout.write(hex_leases(line) + "\n")
         elif line.startswith(("### ", "$ etcdctl ", "  | ", "[exit ")):
             sys.stdout.write(line + "\n")

@@ -173,6 +173,32 @@ pub trait CommandExecutor<C: Command>: Send + Sync + 'static {
     /// Any error is fatal to the node: the state must then be unchanged (the node restores
     /// again on restart).
     fn restore(&self, data: &[u8], index: u64) -> Result<(), ExecutorError>;
+
+    /// The fast path's speculative result of `cmd` (CURP.md D3, "ER"): called on the leader,
+    /// between applied batches, for a command that commutes with every command proposed but
+    /// not yet applied. Return a result only if it cannot depend on the order in which `cmd`
+    /// and those commands are applied (nor on anything ordering assigns, such as a revision);
+    /// the state must not change. `None` (the default) means "not speculable": the client then
+    /// waits for the ordered result.
+    fn speculate(&self, cmd: &C) -> Option<Self::Output> {
+        let _ = cmd;
+        None
+    }
+}
+
+/// Encodes an executor's output for a remote client and decodes it there (the native client
+/// and the client service share one implementation). A separate type rather than a method of
+/// the output, so that a crate can write one for an output type it does not own.
+pub trait OutputCodec<O>: Send + Sync + 'static {
+    /// Encodes `output`.
+    fn encode(output: &O) -> Vec<u8>;
+
+    /// Decodes what [`OutputCodec::encode`] produced.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`] when `bytes` is not a valid encoding.
+    fn decode(bytes: &[u8]) -> Result<O, DecodeError>;
 }
 
 #[cfg(test)]

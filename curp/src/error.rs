@@ -110,6 +110,9 @@ pub enum ProposeError {
     /// twice, promoting a non-learner, removing a non-member or the last voter).
     #[error("the membership change does not apply to the current configuration")]
     InvalidChange,
+    /// The learner to promote has not caught up with the leader's log yet.
+    #[error("the learner is not in sync with the leader yet")]
+    LearnerNotReady,
 }
 
 impl From<StorageError> for ProposeError {

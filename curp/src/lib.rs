@@ -7,7 +7,10 @@
 //! The crate provides the state-machine seam ([`cmd`]), the pure protocol core ([`core`]),
 //! durable log storage ([`storage`]), the peer transport seam ([`transport`]), and the driver:
 //! [`Node`] runs a member of a replicated cluster ([`node`]); a single member is a cluster of one.
+//! Remote programs use the native client ([`client`]), which members serve through
+//! [`transport::client_service`].
 
+pub mod client;
 pub mod cmd;
 pub mod core;
 pub mod error;

@@ -200,6 +200,7 @@ fn voters(n: u64) -> Membership {
         voters: (1..=n).collect(),
         learners: BTreeSet::new(),
         version: 0,
+        peers: Default::default(),
     }
 }
 
@@ -642,4 +643,144 @@ async fn isolated_member_times_out_then_recovers() {
     cluster.leader().await;
     write_everywhere_and_read(&cluster, 1).await;
     assert_eq!(cluster.executor(lonely).get("cut"), None);
+}
+
+/// Records the peers the node hands its transport (and routes through the in-memory one).
+struct RecordingTransport {
+    inner: curp::transport::MemTransport,
+    peers: Arc<Mutex<BTreeMap<NodeId, Vec<String>>>>,
+}
+
+impl curp::transport::Transport for RecordingTransport {
+    fn send(&self, messages: Vec<curp::core::Envelope>) {
+        self.inner.send(messages);
+    }
+
+    fn set_peers(&self, peers: &BTreeMap<NodeId, Vec<String>>) {
+        self.inner.set_peers(peers);
+        *self.peers.lock() = peers.clone();
+    }
+}
+
+/// A member that starts with an empty configuration (etcd's `--initial-cluster-state
+/// existing`) joins through `ConfChange::Add`: it learns the whole configuration from the
+/// leader (from the log, or from a snapshot when the log is compacted), including peer URLs,
+/// which it hands to its transport as they change.
+async fn join_with_empty_configuration(snapshot_every: u64) {
+    let mut cluster = Cluster::new(3, Disk::Memory, snapshot_every);
+    let leader = cluster.leader().await;
+    for round in 1..=4 {
+        write_everywhere_and_read(&cluster, round).await;
+    }
+
+    let mut config = NodeConfig::new(4, Membership::default());
+    config.heartbeat_interval = HEARTBEAT;
+    config.election_timeout = ELECTION;
+    config.snapshot_every_entries = snapshot_every;
+    config.request_timeout = Duration::from_secs(5);
+    config.seed = Some(4 * 7919);
+    let executor = Arc::new(MapExecutor::restarted(&Arc::default()));
+    let peers = Arc::new(Mutex::new(BTreeMap::new()));
+    let transport = RecordingTransport {
+        inner: cluster.net.transport(4),
+        peers: Arc::clone(&peers),
+    };
+    let handle: Handle = Node::start(
+        config,
+        MemoryLog::default(),
+        Arc::clone(&executor),
+        transport,
+    )
+    .expect("start node 4");
+    cluster.net.register(4, handle.inbox());
+    assert_eq!(handle.status().role, Role::Learner);
+    cluster.members.insert(4, Member { handle, executor });
+
+    let add = ConfChange::Add {
+        id: 4,
+        peer_urls: vec!["mem://4".to_owned()],
+        learner: true,
+    };
+    cluster
+        .handle(leader)
+        .change_membership(add.clone())
+        .await
+        .expect("add member 4");
+    // Its peer URLs are taken: nobody else may use them.
+    let clash = ConfChange::Add {
+        id: 5,
+        peer_urls: vec!["mem://4".to_owned()],
+        learner: true,
+    };
+    assert_eq!(
+        cluster.handle(leader).change_membership(clash).await,
+        Err(ProposeError::InvalidChange)
+    );
+    let expected = cluster.handle(leader).status().membership;
+    assert!(expected.learners.contains(&4));
+    assert_eq!(expected.peers[&4], vec!["mem://4".to_owned()]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster.handle(4).status().membership != expected {
+        assert!(
+            Instant::now() < deadline,
+            "4 never learned the configuration: {:?}",
+            cluster.handle(4).status().membership
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for id in 1..=3 {
+        cluster.wait_value(4, &format!("k{id}-4"), 4).await;
+    }
+
+    // New peer URLs of the leader reach member 4's transport.
+    let update = ConfChange::Update {
+        id: leader,
+        peer_urls: vec![format!("mem://{leader}-moved")],
+    };
+    cluster
+        .handle(leader)
+        .change_membership(update)
+        .await
+        .expect("update");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while peers.lock().get(&leader) != Some(&vec![format!("mem://{leader}-moved")]) {
+        assert!(Instant::now() < deadline, "peers: {:?}", peers.lock());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !peers.lock().contains_key(&4),
+        "a member is not its own peer"
+    );
+
+    // Promoted once in sync; then a voter like the others.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match cluster
+            .handle(leader)
+            .change_membership(ConfChange::Promote(4))
+            .await
+        {
+            Ok(()) => break,
+            Err(ProposeError::LearnerNotReady) => {}
+            Err(e) => panic!("promote: {e}"),
+        }
+        assert!(Instant::now() < deadline, "4 never got in sync");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cluster.handle(4).status().role != Role::Follower {
+        assert!(Instant::now() < deadline, "4 never became a voter");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    write_everywhere_and_read(&cluster, 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn member_joins_with_empty_configuration_from_the_log() {
+    join_with_empty_configuration(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn member_joins_with_empty_configuration_from_a_snapshot() {
+    join_with_empty_configuration(5).await;
 }

@@ -7,6 +7,7 @@
 // Helpers print failing traces and metrics (the test bodies may print anyway).
 #![allow(clippy::print_stdout)]
 
+use curp::core::EntryKind;
 use curp::testing::client::{KeySpace, OpPath};
 use curp::testing::config::SimConfig;
 use curp::testing::kv::KvCommand;
@@ -208,15 +209,44 @@ fn warm_up(sim: &mut Simulation, c: usize, key: u64) {
     }
 }
 
-/// P1: a client still at term t gets records accepted only in term t. The leader L is cut off
-/// from the other members (not from clients) and the client's `Record`s are held back until the
-/// others elected L' in t+1: the witnesses must refuse them (W2), so the write must not complete
-/// on the fast path, and nothing acknowledged may be lost.
+/// Whether any member other than `except` holds a witness record of `op`'s proposal.
+fn witnessed_elsewhere(sim: &Simulation, op: usize, except: usize) -> Vec<usize> {
+    let id = sim.history()[op].id;
+    sim.members()
+        .iter()
+        .enumerate()
+        .filter(|(m, member)| {
+            *m != except
+                && member
+                    .core
+                    .as_ref()
+                    .is_some_and(|c| c.witness_records().iter().any(|r| r.id == id))
+        })
+        .map(|(m, _)| m)
+        .collect()
+}
+
+/// P1: stale-term records. The leader L of term t is cut off from the other members (not from
+/// clients), and they elect L' in t+1.
+/// (a) A client still at term t sends a fast write X to L; its `Record`s are held back until
+///     after the election. The witnesses, now in t+1, must refuse records stamped t (W2): they
+///     must not hold X, and X must not complete on the fast path.
+/// (b) The refusals taught the client t+1, but it still believes L leads: it sends a fast write
+///     X2 to L with records stamped t+1, which the witnesses accept in t+1. L answers from term
+///     t: the client must not count records of another term than the leader's answer (F2(b)),
+///     so X2 must not complete on the fast path either.
+/// Neither may complete before the client retries (elsewhere, after 2 s). Then a client writes
+/// both keys through L'. Without W2 and F2(b), X (or X2) completes on the fast path with L's
+/// speculation, L' never has it, and the checks report a lost acknowledged write.
 #[test]
 fn p1_stale_term_records() {
     for seed in 0..4 {
         let n = 5;
-        let mut sim = Simulation::new(scripted(n, seed));
+        let mut cfg = scripted(n, seed);
+        // The client waits for the held-back records instead of retrying elsewhere first.
+        cfg.workload.attempt_timeout_ms = 2_000;
+        cfg.workload.op_timeout_ms = 6_000;
+        let mut sim = Simulation::new(cfg);
         let l = sim.await_leader(2_000).expect("no leader");
         warm_up(&mut sim, 0, 100);
         sim.net_mut().isolate(l, 0..n);
@@ -226,6 +256,7 @@ fn p1_stale_term_records() {
             to: None,
             action: RuleAction::Delay(800),
         });
+        // (a) records stamped t, landing in t+1.
         let x = sim
             .submit(
                 0,
@@ -234,37 +265,62 @@ fn p1_stale_term_records() {
                 Some(l),
             )
             .expect("client idle");
-        // The others elect a new leader while the records are in flight.
         sim.run_for(1_000);
         let new = sim.leader().expect("no new leader");
         assert_ne!(new, l, "the majority side must elect a new leader");
+        assert!(
+            witnessed_elsewhere(&sim, x, l).is_empty(),
+            "seed {seed}: witnesses of term t+1 accepted records of term t: {:?}",
+            witnessed_elsewhere(&sim, x, l)
+        );
+        assert!(
+            sim.history()[x].ret.is_none(),
+            "seed {seed}: X completed with stale-term records"
+        );
         sim.clear_rules();
-        // A conflicting write through the new leader.
-        warm_up(&mut sim, 1, 101);
-        let y = sim
+        assert!(sim.await_op(x, 5_000), "seed {seed}: X never completed");
+        // (b) records stamped t+1 for a proposal the stale leader answers in term t.
+        let x2 = sim
             .submit(
-                1,
-                KvCommand::Put { key: 1, value: 2 },
-                OpPath::Ordered,
-                Some(new),
+                0,
+                KvCommand::Put { key: 2, value: 1 },
+                OpPath::Fast,
+                Some(l),
             )
             .expect("client idle");
+        // Every answer arrives within a few ms; the client retries elsewhere only after 2 s
+        // (and may then complete on the fast path legitimately, in t+1 through L').
+        sim.run_for(100);
         assert!(
-            sim.await_op(y, 3_000),
-            "write through the new leader never completed"
+            sim.history()[x2].ret.is_none(),
+            "seed {seed}: X2 completed with records of another term than the leader's answer"
         );
+        assert!(sim.await_op(x2, 5_000), "seed {seed}: X2 never completed");
+        // Conflicting writes through the new leader.
+        for key in [1, 2] {
+            let y = sim
+                .submit(
+                    1,
+                    KvCommand::Put { key, value: 2 },
+                    OpPath::Ordered,
+                    Some(new),
+                )
+                .expect("client idle");
+            assert!(
+                sim.await_op(y, 3_000),
+                "write through the new leader never completed"
+            );
+        }
         let report = sim.finish();
-        assert_passed(&report);
         println!(
-            "p1 seed {seed}: stale write answered {:?} (fast: {}), terms {}",
+            "p1 seed {seed}: stale writes answered {:?} (fast: {}) and {:?} (fast: {}), terms {}",
             report.history[x].output,
             report.history[x].completed_fast,
+            report.history[x2].output,
+            report.history[x2].completed_fast,
             report.stats.terms_with_leader
         );
-        assert!(
-            !report.history[x].completed_fast,
-            "seed {seed}: a write completed on the fast path with stale-term records"
-        );
+        assert_passed(&report);
     }
 }
 
@@ -443,6 +499,91 @@ fn p3_orphans() {
     assert_passed(&report);
 }
 
+/// P3 (client expiry): a client records a fast write at every witness, its proposal is lost and
+/// the client crashes. The orphan records block the key's fast path until the client's id lease
+/// expires: the leader replicates the expiry, every member purges the client's records, the
+/// key's fast path is free again, and after a failover the orphan never executes.
+#[test]
+fn p3_client_expiry_purges_orphans() {
+    for n in [3, 5] {
+        let mut sim = Simulation::new(scripted(n, 30));
+        let l = sim.await_leader(2_000).expect("no leader");
+        warm_up(&mut sim, 0, 100);
+        warm_up(&mut sim, 1, 101);
+        // Client 1 leaves the orphan (client 0 runs the liveness probe at the end).
+        sim.add_rule(Rule {
+            kind: PacketKind::ClientPropose,
+            from: Some(sim.client_addr(1)),
+            to: None,
+            action: RuleAction::Drop,
+        });
+        let orphan = sim
+            .submit(
+                1,
+                KvCommand::Put { key: 1, value: 1 },
+                OpPath::Fast,
+                Some(l),
+            )
+            .expect("client idle");
+        sim.run_for(50);
+        sim.crash_client(1);
+        sim.clear_rules();
+        let orphan_id = sim.history()[orphan].id;
+        assert_eq!(
+            witnessed_elsewhere(&sim, orphan, l).len(),
+            n - 1,
+            "n={n}: every other witness holds the orphan"
+        );
+        // The orphan blocks the key's fast path.
+        let blocked = sim
+            .submit(
+                0,
+                KvCommand::Put { key: 1, value: 2 },
+                OpPath::Fast,
+                Some(l),
+            )
+            .expect("client idle");
+        assert!(sim.await_op(blocked, 3_000));
+        assert!(
+            !sim.history()[blocked].completed_fast,
+            "n={n}: orphan ignored"
+        );
+        sim.expire_client(l, 1);
+        sim.run_for(200);
+        assert!(
+            witnessed_elsewhere(&sim, orphan, usize::MAX).is_empty(),
+            "n={n}: orphan records survive the client's expiry"
+        );
+        let free = sim
+            .submit(
+                0,
+                KvCommand::Put { key: 1, value: 3 },
+                OpPath::Fast,
+                Some(l),
+            )
+            .expect("client idle");
+        assert!(sim.await_op(free, 3_000));
+        assert!(
+            sim.history()[free].completed_fast,
+            "n={n}: the key's fast path is still blocked after the expiry"
+        );
+        sim.crash(l);
+        sim.run_for(800);
+        sim.restart(l);
+        sim.run_for(500);
+        assert!(
+            sim.checks().exactly_once.first(&orphan_id).is_none(),
+            "n={n}: the orphan of an expired client executed"
+        );
+        let report = sim.finish();
+        assert_passed(&report);
+        assert!(
+            report.history[orphan].ret.is_none(),
+            "n={n}: the orphan's client crashed"
+        );
+    }
+}
+
 /// P4: duplicates across retries and failover. Replies to the client are lost after commit, so
 /// it retries the same proposal id (DD1) elsewhere, also after the leader crashed; applies lag,
 /// so retries reach members that have not applied the first copy and enter the log again. Every
@@ -507,20 +648,24 @@ fn p4_duplicate_retries() {
     }
 }
 
-/// P5: a new leader must not speculate on stale state. Followers apply slowly; a write commits,
-/// the followers learn the commit index but have not applied it when the leader is cut off. The
-/// new leader's UCP must still see the committed-but-unapplied write (or the leader must refuse
-/// the fast path until its no-op is applied): a conflicting fast write must return the value
-/// the first write left, never a speculation on the older state.
+/// P5: a new leader must not speculate on stale state. Members apply 1.5 s after commit. A write
+/// X commits, the followers learn the commit index but have not applied it when the leader is
+/// cut off; the new leader L' holds X committed and unapplied. A client that knows the new term
+/// (a first fast write at L', given up, taught it) sends a conflicting fast write Y to L'. L'
+/// must not speculate Y on the state without X: its UCP is rebuilt from `applied + 1` (so it
+/// holds X), and until its no-op is applied every fast proposal is answered `conflict`. Either
+/// rule alone suffices; without both, Y completes on the fast path with the speculation `None`
+/// while its ordered execution returns `Some(1)` (`fast_path_agrees`).
 #[test]
 fn p5_new_leader_speculation() {
     for seed in 0..3 {
         let n = 5;
         let mut cfg = scripted(n, 20 + seed);
-        cfg.apply_delay_ms = (900, 1_000);
+        cfg.apply_delay_ms = (1_500, 1_600);
+        cfg.workload.attempt_timeout_ms = 3_000;
+        cfg.workload.op_timeout_ms = 8_000;
         let mut sim = Simulation::new(cfg);
         let l = sim.await_leader(2_000).expect("no leader");
-        warm_up(&mut sim, 1, 101);
         let x = sim
             .submit(
                 0,
@@ -539,16 +684,29 @@ fn p5_new_leader_speculation() {
                 _ => assert!(sim.now() < 5_000, "no new leader"),
             }
         };
-        let x_index = sim
-            .checks()
-            .exactly_once
-            .first(&sim.history()[x].id)
-            .map(|f| f.index);
-        let new_applied = sim.members()[new].kv.applied();
-        let new_commit = sim.members()[new].core.as_ref().map(|c| c.status().commit);
-        println!(
-            "p5 seed {seed}: x applied somewhere at {x_index:?}; new leader {new} has applied \
-             {new_applied}, commit {new_commit:?}"
+        // Client 1 learns the new term and leader from L''s answer to a fast write.
+        let w = sim
+            .submit(
+                1,
+                KvCommand::Put { key: 101, value: 1 },
+                OpPath::Fast,
+                Some(new),
+            )
+            .expect("client idle");
+        sim.run_for(20);
+        sim.abandon_op(1);
+        let x_id = sim.history()[x].id;
+        let core = sim.members()[new].core.as_ref().expect("new leader is up");
+        let x_index = core
+            .log()
+            .iter()
+            .find(|e| matches!(&e.kind, EntryKind::Command { cmd, .. } if cmd.id == x_id))
+            .map(|e| e.index)
+            .expect("the new leader holds X");
+        let status = core.status();
+        assert!(
+            status.commit >= x_index && status.applied < x_index,
+            "seed {seed}: the new leader must hold X ({x_index}) committed and unapplied: {status:?}"
         );
         let y = sim
             .submit(
@@ -559,16 +717,21 @@ fn p5_new_leader_speculation() {
             )
             .expect("client idle");
         assert!(
-            sim.await_op(y, 3_000),
+            sim.await_op(y, 6_000),
             "write through the new leader never completed"
         );
         sim.net_mut().heal();
         let report = sim.finish();
-        assert_passed(&report);
         println!(
-            "p5 seed {seed}: y answered {:?} (fast: {})",
-            report.history[y].output, report.history[y].completed_fast
+            "p5 seed {seed}: X at {x_index}, new leader {new} commit {} applied {}; y answered \
+             {:?} (fast: {}); warm-up answered: {}",
+            status.commit,
+            status.applied,
+            report.history[y].output,
+            report.history[y].completed_fast,
+            report.history[w].ret.is_some()
         );
+        assert_passed(&report);
         assert_eq!(
             report.history[y].output,
             Some(Some(1)),

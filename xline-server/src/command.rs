@@ -4,18 +4,33 @@
 //! messages themselves), so what the log holds is the client's request exactly as validated.
 
 use curp::{ConflictKeys, DecodeError, KeyRange};
+
+use crate::auth::{AuthHeader, AuthenticateProposal};
 use prost::Message;
 use xline_proto::etcdserverpb::{
-    CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest,
-    RequestOp, TxnRequest, request_op,
+    AlarmRequest, CompactionRequest, DeleteRangeRequest, DowngradeInfo, LeaseGrantRequest,
+    LeaseRevokeRequest, PutRequest, RequestOp, TxnRequest, request_op,
+};
+use xline_proto::etcdserverpb::{
+    AuthDisableRequest, AuthEnableRequest, AuthRoleAddRequest, AuthRoleDeleteRequest,
+    AuthRoleGrantPermissionRequest, AuthRoleRevokePermissionRequest, AuthUserAddRequest,
+    AuthUserChangePasswordRequest, AuthUserDeleteRequest, AuthUserGrantRoleRequest,
+    AuthUserRevokeRoleRequest,
 };
 
 /// A mutating etcd request, as appended to the consensus log.
 #[derive(Clone, PartialEq, Message)]
 pub struct Command {
     /// The request.
-    #[prost(oneof = "Request", tags = "1, 2, 3, 4, 5, 6, 7")]
+    #[prost(
+        oneof = "Request",
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31"
+    )]
     pub request: Option<Request>,
+    /// Who asked, when auth is enabled: the user and the auth revision its token stood for.
+    /// Checked against the permissions when the command is applied (etcd's request header).
+    #[prost(message, optional, tag = "39")]
+    pub auth: Option<AuthHeader>,
 }
 
 /// The etcd requests that go through consensus.
@@ -45,6 +60,51 @@ pub enum Request {
     /// member to cluster through raft"), so every member can list them.
     #[prost(message, tag = "7")]
     PublishMember(xline_proto::etcdserverpb::Member),
+    /// `Maintenance.Alarm` activate or deactivate (a member over its quota raises NOSPACE this
+    /// way too), so every member refuses or accepts writes alike.
+    #[prost(message, tag = "8")]
+    Alarm(AlarmRequest),
+    /// `Maintenance.Downgrade` enable (`enabled` with the target `major.minor.0`) or cancel
+    /// (etcd's `DowngradeInfoSetRequest`).
+    #[prost(message, tag = "9")]
+    Downgrade(DowngradeInfo),
+    /// `Auth.AuthEnable`.
+    #[prost(message, tag = "20")]
+    AuthEnable(AuthEnableRequest),
+    /// `Auth.AuthDisable`.
+    #[prost(message, tag = "21")]
+    AuthDisable(AuthDisableRequest),
+    /// `Auth.Authenticate`, after the proposer checked the password: issues the token.
+    #[prost(message, tag = "22")]
+    Authenticate(AuthenticateProposal),
+    /// `Auth.UserAdd`, with the password already hashed by the proposer (`hashedPassword`;
+    /// `password` cleared).
+    #[prost(message, tag = "23")]
+    UserAdd(AuthUserAddRequest),
+    /// `Auth.UserDelete`.
+    #[prost(message, tag = "24")]
+    UserDelete(AuthUserDeleteRequest),
+    /// `Auth.UserChangePassword`, hashed as `UserAdd`.
+    #[prost(message, tag = "25")]
+    UserChangePassword(AuthUserChangePasswordRequest),
+    /// `Auth.UserGrantRole`.
+    #[prost(message, tag = "26")]
+    UserGrantRole(AuthUserGrantRoleRequest),
+    /// `Auth.UserRevokeRole`.
+    #[prost(message, tag = "27")]
+    UserRevokeRole(AuthUserRevokeRoleRequest),
+    /// `Auth.RoleAdd`.
+    #[prost(message, tag = "28")]
+    RoleAdd(AuthRoleAddRequest),
+    /// `Auth.RoleDelete`.
+    #[prost(message, tag = "29")]
+    RoleDelete(AuthRoleDeleteRequest),
+    /// `Auth.RoleGrantPermission`.
+    #[prost(message, tag = "30")]
+    RoleGrantPermission(AuthRoleGrantPermissionRequest),
+    /// `Auth.RoleRevokePermission`.
+    #[prost(message, tag = "31")]
+    RoleRevokePermission(AuthRoleRevokePermissionRequest),
 }
 
 impl Command {
@@ -52,6 +112,15 @@ impl Command {
     pub fn new(request: Request) -> Self {
         Self {
             request: Some(request),
+            auth: None,
+        }
+    }
+
+    /// Wraps a request made by the user `auth` names (`None`: auth is disabled).
+    pub fn with_auth(request: Request, auth: Option<AuthHeader>) -> Self {
+        Self {
+            request: Some(request),
+            auth,
         }
     }
 }
@@ -89,9 +158,54 @@ impl curp::Command for Command {
             Some(Request::LeaseRevoke(revoke)) => keys.leases.push(revoke.id),
             // Touches no key or lease: commutes with everything.
             Some(Request::PublishMember(_)) => {}
+            // Alarms and the downgrade state change what every later write may do: ordered
+            // after everything before them.
+            Some(Request::Alarm(_) | Request::Downgrade(_)) => keys.exclusive = true,
+            // Only registers a token: touches no key.
+            Some(Request::Authenticate(_)) => {}
+            // Users, roles and the auth switch decide what every later request may do.
+            Some(
+                Request::AuthEnable(_)
+                | Request::AuthDisable(_)
+                | Request::UserAdd(_)
+                | Request::UserDelete(_)
+                | Request::UserChangePassword(_)
+                | Request::UserGrantRole(_)
+                | Request::UserRevokeRole(_)
+                | Request::RoleAdd(_)
+                | Request::RoleDelete(_)
+                | Request::RoleGrantPermission(_)
+                | Request::RoleRevokePermission(_),
+            ) => keys.exclusive = true,
             Some(Request::Compaction(_)) | None => keys.exclusive = true,
         }
         keys
+    }
+}
+
+impl Request {
+    /// Whether this is one of the Auth service's mutations (Authenticate included), applied
+    /// by the auth store.
+    pub fn is_auth(&self) -> bool {
+        matches!(self, Request::Authenticate(_)) || self.is_auth_management()
+    }
+
+    /// Whether this changes users, roles or the auth switch.
+    pub fn is_auth_management(&self) -> bool {
+        matches!(
+            self,
+            Request::AuthEnable(_)
+                | Request::AuthDisable(_)
+                | Request::UserAdd(_)
+                | Request::UserDelete(_)
+                | Request::UserChangePassword(_)
+                | Request::UserGrantRole(_)
+                | Request::UserRevokeRole(_)
+                | Request::RoleAdd(_)
+                | Request::RoleDelete(_)
+                | Request::RoleGrantPermission(_)
+                | Request::RoleRevokePermission(_)
+        )
     }
 }
 

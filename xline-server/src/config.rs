@@ -117,6 +117,16 @@ pub struct ServerConfig {
     /// canceled watcher (xline's own flag: etcd has no such limit).
     #[arg(long, env = "XLINE_MAX_WATCHERS_PER_STREAM", default_value_t = 10000)]
     pub max_watchers_per_stream: usize,
+    /// Auth token type and its options: `simple`, or `jwt,pub-key=PATH,priv-key=PATH,
+    /// sign-method=RS256|ES256|...,ttl=5m` (etcd's `--auth-token`).
+    #[arg(long, env = "XLINE_AUTH_TOKEN", default_value = "simple")]
+    pub auth_token: String,
+    /// Time-to-live in seconds of a `simple` auth token not used.
+    #[arg(long, env = "XLINE_AUTH_TOKEN_TTL", default_value_t = 300)]
+    pub auth_token_ttl: u64,
+    /// bcrypt cost for hashing auth passwords (4..=31).
+    #[arg(long, env = "XLINE_BCRYPT_COST", default_value_t = 10)]
+    pub bcrypt_cost: u32,
 }
 
 /// Parses a Go duration (`time.ParseDuration`): a sequence of decimal numbers, each with a unit
@@ -213,9 +223,6 @@ const IGNORED_ETCD_FLAGS: &[(&str, bool)] = &[
     ("tls-max-version", false),
     ("cors", false),
     ("host-whitelist", false),
-    ("auth-token", false),
-    ("bcrypt-cost", false),
-    ("auth-token-ttl", false),
     ("enable-pprof", true),
     ("metrics", false),
     ("listen-metrics-urls", false),
@@ -479,6 +486,18 @@ pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
     let mut hasher = sha1_smol::Sha1::new();
     hasher.update(urls.concat().as_bytes());
     hasher.update(token.as_bytes());
+    first_u64(&hasher.digest().bytes())
+}
+
+/// The id of a member added at run time (etcd's MemberAdd): SHA-1 over the sorted peer URLs
+/// concatenated and the decimal Unix time in seconds (etcd passes no cluster name there), first
+/// 8 bytes big-endian.
+pub fn new_member_id(peer_urls: &[String], unix_secs: u64) -> u64 {
+    let mut urls = peer_urls.to_vec();
+    urls.sort();
+    let mut hasher = sha1_smol::Sha1::new();
+    hasher.update(urls.concat().as_bytes());
+    hasher.update(unix_secs.to_string().as_bytes());
     first_u64(&hasher.digest().bytes())
 }
 

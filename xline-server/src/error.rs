@@ -84,6 +84,13 @@ pub enum EtcdError {
     InvalidAuthToken,
     #[error("etcdserver: invalid auth management")]
     InvalidAuthMgmt,
+    #[error("etcdserver: revision of auth store is old")]
+    AuthOldRevision,
+    #[error("etcdserver: permission not given")]
+    PermissionNotGiven,
+    /// etcd leaves this one unmapped (gRPC code Unknown, the auth package's own text).
+    #[error("auth: authentication failed, password was given for no password user")]
+    NoPasswordUser,
     #[error("etcdserver: no leader")]
     NoLeader,
     #[error("etcdserver: not leader")]
@@ -122,7 +129,7 @@ pub enum EtcdError {
 
 impl EtcdError {
     /// Every variant, for exhaustive tests.
-    pub const ALL: [EtcdError; 55] = {
+    pub const ALL: [EtcdError; 58] = {
         use EtcdError::*;
         [
             EmptyKey,
@@ -163,6 +170,9 @@ impl EtcdError {
             AuthNotEnabled,
             InvalidAuthToken,
             InvalidAuthMgmt,
+            AuthOldRevision,
+            PermissionNotGiven,
+            NoPasswordUser,
             NoLeader,
             NotLeader,
             LeaderChanged,

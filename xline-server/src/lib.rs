@@ -4,8 +4,10 @@
 //! through [`status`]), [`command`] (the replicated request type, a `curp::Command`),
 //! [`executor`] (applies committed commands to the MVCC store in log order), [`mvcc`]
 //! (revisions, key index, the store) and [`storage`] (the backend trait and its engines).
-//! [`server`] wires them together; [`config`] is the command line.
+//! [`server`] wires them together; [`config`] is the command line; [`restore`] is
+//! `xline snapshot restore`.
 
+pub mod auth;
 pub mod authority;
 pub mod command;
 pub mod config;
@@ -13,6 +15,7 @@ pub mod error;
 pub mod executor;
 pub mod lease;
 pub mod mvcc;
+pub mod restore;
 pub mod server;
 pub mod service;
 pub mod status;

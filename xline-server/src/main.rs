@@ -1,12 +1,22 @@
 //! `xline`: an etcd-v3-compatible key-value server. Accepts etcd's flags; with none, serves one
-//! member on localhost:2379 with its data in `./default.xline`.
+//! member on localhost:2379 with its data in `./default.xline`. `xline snapshot restore FILE
+//! ...` builds a data directory from a snapshot instead (see `xline_server::restore`).
 
 use clap::Parser;
 use xline_server::config::{ServerConfig, preprocess_args};
 use xline_server::server;
 
 fn main() -> std::process::ExitCode {
-    let (args, ignored) = preprocess_args(std::env::args());
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("snapshot") {
+        // `xline snapshot restore FILE ...`, etcdctl's restore for xline's snapshots.
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+        return xline_server::restore::main(args);
+    }
+    let (args, ignored) = preprocess_args(args);
     let config = ServerConfig::parse_from(args);
     let level = match config.log_level.as_str() {
         "debug" => tracing::Level::DEBUG,

@@ -10,12 +10,14 @@ use curp::transport::grpc::{GrpcOptions, GrpcTransport, peer_server};
 use curp::{Node, NodeConfig, NodeHandle, RaftEngineLog};
 use futures::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
-use xline_proto::etcdserverpb::ResponseHeader;
+use xline_proto::etcdserverpb::auth_server::AuthServer;
+use xline_proto::etcdserverpb::cluster_client::ClusterClient;
 use xline_proto::etcdserverpb::cluster_server::ClusterServer;
 use xline_proto::etcdserverpb::kv_server::KvServer;
 use xline_proto::etcdserverpb::lease_server::LeaseServer;
 use xline_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use xline_proto::etcdserverpb::watch_server::WatchServer;
+use xline_proto::etcdserverpb::{MemberListRequest, ResponseHeader};
 use xline_proto::v3electionpb::election_server::ElectionServer;
 use xline_proto::v3lockpb::lock_server::LockServer;
 
@@ -27,7 +29,7 @@ use crate::executor::Executor;
 use crate::mvcc::store::{ApplyOutput, KvStore};
 use crate::service::LeaseService;
 use crate::service::WatchService;
-use crate::service::{ClusterService, KvService, MaintenanceService};
+use crate::service::{AuthService, ClusterService, KvService, MaintenanceService};
 use crate::service::{ElectionService, LocalClient, LockService};
 use crate::storage::open_backend;
 
@@ -91,60 +93,147 @@ impl ServerContext {
     }
 }
 
-/// Opens the member's durable state and starts consensus; no listeners yet.
+/// How a member that joins a running cluster (`--initial-cluster-state existing`) is known
+/// there: what its first start learns from the cluster's members.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    /// The id the cluster gave this member (MemberAdd).
+    pub member_id: u64,
+    /// The cluster's id.
+    pub cluster_id: u64,
+    /// The members as the cluster listed them.
+    pub members: Vec<MemberInfo>,
+}
+
+/// File under `member/` that keeps the member's and the cluster's ids across restarts.
+const IDENTITY_FILE: &str = "identity";
+
+/// Reads the stored `(member id, cluster id)`.
+fn read_identity(member_dir: &Path) -> Result<Option<(u64, u64)>, ServerError> {
+    let text = match std::fs::read_to_string(member_dir.join(IDENTITY_FILE)) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut parts = text.split_whitespace().map(|p| u64::from_str_radix(p, 16));
+    match (parts.next(), parts.next()) {
+        (Some(Ok(member)), Some(Ok(cluster))) => Ok(Some((member, cluster))),
+        _ => Err(ServerError::Config(format!(
+            "corrupt {}",
+            member_dir.join(IDENTITY_FILE).display()
+        ))),
+    }
+}
+
+/// Stores the member's and the cluster's ids durably.
+fn write_identity(member_dir: &Path, member: u64, cluster: u64) -> Result<(), ServerError> {
+    use std::io::Write;
+    let path = member_dir.join(IDENTITY_FILE);
+    let tmp = member_dir.join(format!("{IDENTITY_FILE}.tmp"));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(format!("{member:x} {cluster:x}\n").as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(())
+}
+
+/// Opens the member's durable state and starts consensus; no listeners yet. A member started
+/// with `--initial-cluster-state existing` and no data must join through [`run`].
 pub fn open(config: ServerConfig) -> Result<Arc<ServerContext>, ServerError> {
+    open_with(config, None)
+}
+
+/// [`open`], for a member that has just joined a running cluster as `joined` says.
+fn open_with(
+    config: ServerConfig,
+    joined: Option<Joined>,
+) -> Result<Arc<ServerContext>, ServerError> {
     config.validate()?;
     let data_dir = config.data_dir();
     let member_dir = data_dir.join("member");
+    let had_data = has_member_data(&data_dir);
     std::fs::create_dir_all(&member_dir)?;
+    let stored_identity = read_identity(&member_dir)?;
+    let identity = joined
+        .as_ref()
+        .map(|j| (j.member_id, j.cluster_id))
+        .or(stored_identity);
+    if identity.is_none() && !had_data && config.initial_cluster_state == "existing" {
+        return Err(ServerError::Config(
+            "a member joining an existing cluster must learn its id from the cluster first".into(),
+        ));
+    }
     let backend = open_backend(config.backend, &member_dir.join("kv"))?;
     let store = KvStore::open(backend)?;
+    store.auth().configure(
+        &config.auth_token,
+        Duration::from_secs(config.auth_token_ttl),
+        config.bcrypt_cost,
+    )?;
     let log = RaftEngineLog::open(&member_dir.join("log"))
         .map_err(|e| ServerError::Consensus(e.to_string()))?;
     let executor = Arc::new(Executor::new(Arc::clone(&store)));
 
     let members = config.initial_members()?;
     let token = &config.initial_cluster_token;
-    let ids: Vec<u64> = members
-        .iter()
-        .map(|(_, urls)| config::member_id(urls, token))
-        .collect();
     let (_, peer_urls) = members
         .iter()
         .find(|(n, _)| *n == config.name)
         .ok_or_else(|| ServerError::Config("local member missing from --initial-cluster".into()))?;
+    let founders: Vec<MemberInfo> = members
+        .iter()
+        .map(|(name, urls)| MemberInfo {
+            id: config::member_id(urls, token),
+            name: name.clone(),
+            peer_urls: urls.clone(),
+            client_urls: Vec::new(),
+        })
+        .collect();
+    let (member_id, cluster_id, membership, initial_members) = match identity {
+        // A member that joined a running cluster: its configuration comes from the leader
+        // (log or snapshot), never from its flags.
+        // A member that restarts (its flags may name new peer URLs after a MemberUpdate): its
+        // configuration is the stored one.
+        Some((member_id, cluster_id)) => (
+            member_id,
+            cluster_id,
+            Membership::default(),
+            joined.map_or(founders, |j| j.members),
+        ),
+        None => {
+            let ids: Vec<u64> = founders.iter().map(|m| m.id).collect();
+            let membership = Membership {
+                voters: ids.iter().copied().collect(),
+                learners: Default::default(),
+                version: 0,
+                peers: founders
+                    .iter()
+                    .map(|m| (m.id, m.peer_urls.clone()))
+                    .collect(),
+            };
+            (
+                config::member_id(peer_urls, token),
+                config::cluster_id(&ids),
+                membership,
+                founders,
+            )
+        }
+    };
     let member = MemberInfo {
-        id: config::member_id(peer_urls, token),
+        id: member_id,
         name: config.name.clone(),
         peer_urls: peer_urls.clone(),
         client_urls: config.advertise_client_urls.clone(),
     };
-    let initial_members = members
-        .iter()
-        .map(|(name, urls)| {
-            let id = config::member_id(urls, token);
-            MemberInfo {
-                id,
-                name: name.clone(),
-                peer_urls: urls.clone(),
-                client_urls: if id == member.id {
-                    member.client_urls.clone()
-                } else {
-                    Vec::new()
-                },
-            }
-        })
+    let initial_members: Vec<MemberInfo> = initial_members
+        .into_iter()
+        .map(|m| if m.id == member.id { member.clone() } else { m })
         .collect();
-    let membership = Membership {
-        voters: ids.iter().copied().collect(),
-        learners: Default::default(),
-        version: 0,
-    };
     let mut node_config = NodeConfig::new(member.id, membership);
-    node_config.peer_urls = members
+    node_config.peer_urls = initial_members
         .iter()
-        .map(|(_, urls)| (config::member_id(urls, token), urls.clone()))
-        .filter(|(id, _)| *id != member.id)
+        .filter(|m| m.id != member.id && !m.peer_urls.is_empty())
+        .map(|m| (m.id, m.peer_urls.clone()))
         .collect();
     node_config.heartbeat_interval = Duration::from_millis(config.heartbeat_interval);
     node_config.election_timeout = Duration::from_millis(config.election_timeout);
@@ -152,7 +241,11 @@ pub fn open(config: ServerConfig) -> Result<Arc<ServerContext>, ServerError> {
     let transport = GrpcTransport::new(member.id, GrpcOptions::default());
     let node = Node::start(node_config, log, executor, transport)
         .map_err(|e| ServerError::Consensus(e.to_string()))?;
-    let cluster_id = config::cluster_id(&ids);
+    // Kept once consensus has stored its initial configuration, so that a restart (maybe with
+    // other peer URLs after a MemberUpdate) is still this member of this cluster.
+    if stored_identity != Some((member.id, cluster_id)) {
+        write_identity(&member_dir, member.id, cluster_id)?;
+    }
     tracing::info!(
         data_dir = %data_dir.display(),
         backend = %config.backend,
@@ -172,13 +265,111 @@ pub fn open(config: ServerConfig) -> Result<Arc<ServerContext>, ServerError> {
     }))
 }
 
+/// How long a joining member keeps asking the cluster's members for its id.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A member started with `--initial-cluster-state existing` and no data learns its id and the
+/// cluster's from the members of `--initial-cluster` (as etcd fetches the cluster from its
+/// peers): one of them must list a member with this member's peer URLs (added by MemberAdd).
+async fn join_cluster(config: &ServerConfig) -> Result<Joined, ServerError> {
+    let members = config.initial_members()?;
+    let mut own = members
+        .iter()
+        .find(|(n, _)| *n == config.name)
+        .map(|(_, urls)| urls.clone())
+        .ok_or_else(|| ServerError::Config("local member missing from --initial-cluster".into()))?;
+    own.sort();
+    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    let mut listed = None;
+    loop {
+        for (_, urls) in members.iter().filter(|(n, _)| *n != config.name) {
+            for url in urls {
+                let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.clone()) else {
+                    continue;
+                };
+                let endpoint = endpoint
+                    .connect_timeout(Duration::from_secs(1))
+                    .timeout(Duration::from_secs(2));
+                let Ok(channel) = endpoint.connect().await else {
+                    continue;
+                };
+                let mut client = ClusterClient::new(channel);
+                let Ok(resp) = client.member_list(MemberListRequest::default()).await else {
+                    continue;
+                };
+                let resp = resp.into_inner();
+                let cluster_id = resp.header.map(|h| h.cluster_id).unwrap_or_default();
+                let found = resp.members.iter().find(|m| {
+                    let mut theirs = m.peer_ur_ls.clone();
+                    theirs.sort();
+                    theirs == own
+                });
+                if let Some(m) = found {
+                    tracing::info!(
+                        member_id = %format!("{:x}", m.id),
+                        cluster_id = %format!("{cluster_id:x}"),
+                        peer = %url,
+                        "joining the existing cluster"
+                    );
+                    return Ok(Joined {
+                        member_id: m.id,
+                        cluster_id,
+                        members: resp
+                            .members
+                            .iter()
+                            .map(|m| MemberInfo {
+                                id: m.id,
+                                name: m.name.clone(),
+                                peer_urls: m.peer_ur_ls.clone(),
+                                client_urls: m.client_ur_ls.clone(),
+                            })
+                            .collect(),
+                    });
+                }
+                listed = Some(resp.members);
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Err(ServerError::Config(match listed {
+        Some(members) => format!(
+            "error validating peerURLs {{Members:{:?}}}: PeerURLs: no match found for existing member ({})",
+            members
+                .iter()
+                .map(|m| format!("{:x}={}", m.id, m.peer_ur_ls.join(",")))
+                .collect::<Vec<_>>(),
+            own.join(",")
+        ),
+        None => "cannot fetch cluster info from peer urls: could not retrieve cluster information from the given URLs".into(),
+    }))
+}
+
 /// Serves the member until `shutdown` resolves, then stops consensus cleanly.
 pub async fn run(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
-    let ctx = open(config)?;
+    let joining = config.initial_cluster_state == "existing"
+        && !has_member_data(&config.data_dir())
+        && read_identity(&config.data_dir().join("member"))?.is_none();
+    let joined = if joining {
+        Some(join_cluster(&config).await?)
+    } else {
+        None
+    };
+    let ctx = open_with(config, joined)?;
     serve_peers(&ctx).await?;
+    // Like etcd, a member removed from the cluster stops.
+    let removed = removed_from_cluster(Arc::clone(&ctx));
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = removed => {}
+        }
+    };
     tokio::spawn(follow_leadership(Arc::clone(&ctx)));
     tokio::pin!(shutdown);
     // Like etcd, serve clients (and say so) only once this member's attributes are published
@@ -236,6 +427,10 @@ pub async fn run(
         .add_service(health_service)
         .add_service(
             KvServer::new(KvService::new(Arc::clone(&ctx))).max_decoding_message_size(max_decode),
+        )
+        .add_service(
+            AuthServer::new(AuthService::new(Arc::clone(&ctx)))
+                .max_decoding_message_size(max_decode),
         )
         .add_service(
             MaintenanceServer::new(MaintenanceService::new(Arc::clone(&ctx)))
@@ -347,6 +542,83 @@ async fn publish(ctx: &Arc<ServerContext>) {
     }
 }
 
+/// Resolves once this member, having been a member, is no longer in the configuration (it
+/// was removed), after a short delay that lets a removed leader hand over.
+///
+/// A removed member may never receive the entry that removes it (the leader stops replicating
+/// to it): like etcd's peers that answer a removed member's messages with "gone", the other
+/// members tell it. While it has no leader (or is a learner) it asks them for the member list
+/// on their peer URLs; two answers in a row from members that list themselves but not it mean
+/// it was removed.
+async fn removed_from_cluster(ctx: Arc<ServerContext>) {
+    let id = ctx.member.id;
+    let mut was_member = false;
+    let mut gone_answers = 0;
+    let mut last_remote_check = tokio::time::Instant::now();
+    let remote_every = Duration::from_millis(2 * ctx.config.election_timeout.max(500));
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        let status = ctx.node.status();
+        let m = &status.membership;
+        let here = m.voters.contains(&id) || m.learners.contains(&id);
+        let mut removed = was_member && !here;
+        was_member |= here;
+        let unsure = status.leader.is_none() || m.learners.contains(&id);
+        if here && unsure && last_remote_check.elapsed() >= remote_every {
+            last_remote_check = tokio::time::Instant::now();
+            match listed_by_peers(&ctx, m).await {
+                Some(false) => gone_answers += 1,
+                Some(true) => gone_answers = 0,
+                None => {}
+            }
+            removed |= gone_answers >= 2;
+        }
+        if removed {
+            tracing::warn!(
+                local_member_id = %format!("{id:x}"),
+                "the member has been permanently removed from the cluster"
+            );
+            tracing::warn!("the data-dir used by this member must be removed");
+            tokio::time::sleep(Duration::from_millis(2 * ctx.config.election_timeout)).await;
+            return;
+        }
+    }
+}
+
+/// Asks the other members of `m` (on their peer URLs) whether they list this member: the first
+/// member that answers and lists itself decides; `None` when none does.
+async fn listed_by_peers(ctx: &ServerContext, m: &Membership) -> Option<bool> {
+    for (peer, urls) in m.peers.iter().filter(|(p, _)| **p != ctx.member.id) {
+        for url in urls {
+            let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.clone()) else {
+                continue;
+            };
+            let endpoint = endpoint
+                .connect_timeout(Duration::from_millis(500))
+                .timeout(Duration::from_secs(1));
+            let Ok(channel) = endpoint.connect().await else {
+                continue;
+            };
+            let Ok(resp) = ClusterClient::new(channel)
+                .member_list(MemberListRequest::default())
+                .await
+            else {
+                continue;
+            };
+            let resp = resp.into_inner();
+            if resp.header.is_none_or(|h| h.cluster_id != ctx.cluster_id) {
+                continue;
+            }
+            if !resp.members.iter().any(|x| x.id == *peer) {
+                continue;
+            }
+            return Some(resp.members.iter().any(|x| x.id == ctx.member.id));
+        }
+    }
+    None
+}
+
 /// Serves the consensus peer protocol on `--listen-peer-urls`, feeding the node's inbox.
 async fn serve_peers(ctx: &Arc<ServerContext>) -> Result<(), ServerError> {
     let addrs = config::listen_addrs(&ctx.config.listen_peer_urls)?;
@@ -358,7 +630,9 @@ async fn serve_peers(ctx: &Arc<ServerContext>) -> Result<(), ServerError> {
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_adaptive_window(Some(true))
-        .add_service(peer_server(sink, max));
+        .add_service(peer_server(sink, max))
+        // etcd's peers serve the member list too: a joining member fetches it from them.
+        .add_service(ClusterServer::new(ClusterService::new(Arc::clone(ctx))));
     tokio::spawn(async move {
         if let Err(e) = server.serve_with_incoming(incoming).await {
             tracing::error!(error = %e, "peer listener stopped");

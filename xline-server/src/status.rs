@@ -22,6 +22,8 @@ pub fn code_of(err: EtcdError) -> Code {
         | RoleEmpty
         | AuthFailed
         | InvalidAuthMgmt
+        | AuthOldRevision
+        | PermissionNotGiven
         | WrongDowngradeVersionFormat
         | InvalidDowngradeTargetVersion => Code::InvalidArgument,
         Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
@@ -60,6 +62,7 @@ pub fn code_of(err: EtcdError) -> Code {
         | NotSupportedForLearner
         | ClusterVersionUnavailable => Code::Unavailable,
         Corrupt => Code::DataLoss,
+        NoPasswordUser => Code::Unknown,
     }
 }
 
@@ -377,6 +380,21 @@ mod tests {
             EtcdError::InvalidAuthMgmt,
             Code::InvalidArgument,
             "etcdserver: invalid auth management",
+        ),
+        (
+            EtcdError::AuthOldRevision,
+            Code::InvalidArgument,
+            "etcdserver: revision of auth store is old",
+        ),
+        (
+            EtcdError::PermissionNotGiven,
+            Code::InvalidArgument,
+            "etcdserver: permission not given",
+        ),
+        (
+            EtcdError::NoPasswordUser,
+            Code::Unknown,
+            "auth: authentication failed, password was given for no password user",
         ),
         (
             EtcdError::NoLeader,

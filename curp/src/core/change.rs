@@ -4,7 +4,13 @@
 use super::membership;
 use super::raft::{Core, Transfer};
 use super::ready::{Event, Role};
-use super::types::{ConfChange, EntryKind, Message, NodeId, ProposeId, Rejection};
+use super::types::{ConfChange, EntryKind, LogIndex, Message, NodeId, ProposeId, Rejection};
+
+/// Whether a learner whose log matches the leader's up to `matched` may be promoted: like
+/// etcd, once it holds at least 90% of the leader's log.
+fn learner_ready(matched: LogIndex, leader_last: LogIndex) -> bool {
+    u128::from(matched) * 10 >= u128::from(leader_last) * 9
+}
 
 impl Core {
     /// Proposes a membership change. It takes effect when appended; one at a time.
@@ -18,13 +24,22 @@ impl Core {
             Some(_) if !membership::is_valid_change(self.members.current(), &change) => {
                 Some(Rejection::InvalidChange)
             }
-            Some(_) => None,
+            Some(lead) => match change {
+                ConfChange::Promote(learner) => {
+                    let matched = lead.progress.get(&learner).map_or(0, |pr| pr.match_index);
+                    (!learner_ready(matched, self.log.last_index()))
+                        .then_some(Rejection::LearnerNotReady)
+                }
+                _ => None,
+            },
         };
         if let Some(reason) = reason {
             self.event(Event::Rejected { id, reason });
             return;
         }
-        self.append_local(EntryKind::ConfChange(change));
+        // The entry carries the whole resulting configuration (see `ConfChange::Set`).
+        let next = membership::apply_change(self.members.current(), &change);
+        self.append_local(EntryKind::ConfChange(ConfChange::Set(next)));
         self.broadcast_append();
         self.maybe_commit();
         self.release_reads();

@@ -83,7 +83,8 @@ impl Core {
         if fast && !conflict {
             self.out.speculate.push(cmd.clone());
         }
-        self.append_local(EntryKind::Command { cmd, origin });
+        let index = self.append_local(EntryKind::Command { cmd, origin });
+        self.want_commit(origin, index);
         if fast && origin == self.cfg.id {
             self.event(Event::Proposed {
                 id,
@@ -109,6 +110,16 @@ impl Core {
             });
         }
         accepted
+    }
+
+    /// Leader: a client's id lease expired; replicate it (CURP.md P3, DD4).
+    pub(crate) fn expire_client(&mut self, client_id: u64) {
+        if self.role != Role::Leader || self.dedup.is_expired(client_id) {
+            return;
+        }
+        self.append_local(EntryKind::ClientExpired(client_id));
+        self.broadcast_append();
+        self.maybe_commit();
     }
 
     /// A client records `cmd` at this member's witness (CURP.md W1, W2, P3). The answer is an

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::types::{CommandData, ProposeId};
+use super::types::{CommandData, EntryKind, ProposeId};
 
 /// Executed proposal ids (see the module docs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,18 +24,48 @@ pub(crate) struct DedupTable {
 /// One client's executed sequence numbers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct ClientSeqs {
-    /// Every sequence number below is complete.
+    /// Every sequence number below is complete; [`EXPIRED`] for a client whose id lease
+    /// expired (every id of it counts as executed).
     watermark: u64,
     /// Executed sequence numbers `>= watermark`.
     executed: BTreeSet<u64>,
 }
 
+/// The watermark of an expired client: a tombstone that makes every id of the client count as
+/// executed.
+const EXPIRED: u64 = u64::MAX;
+
 impl DedupTable {
-    /// Whether `id` was already executed (or is below its client's watermark).
+    /// Whether `id` was already executed (or is below its client's watermark, or its client
+    /// expired).
     pub(crate) fn is_applied(&self, id: ProposeId) -> bool {
+        self.clients.get(&id.client_id).is_some_and(|c| {
+            c.watermark == EXPIRED || id.seq < c.watermark || c.executed.contains(&id.seq)
+        })
+    }
+
+    /// The client's id lease expired (a committed [`super::EntryKind::ClientExpired`], in log
+    /// order). Its executed sequence numbers are dropped, but the client is not forgotten
+    /// (CURP.md DD4): witnesses that have not applied the expiry yet may still hold records of
+    /// it, and a new leader may collect them; the tombstone makes every id of the client count
+    /// as executed, so such records are refused, purged and never recovered, and a late retry
+    /// is a duplicate. Client ids are never reused, so the tombstone is kept for good (in
+    /// snapshots too: it is encoded as the watermark `u64::MAX`).
+    pub(crate) fn expire(&mut self, client_id: u64) {
+        self.clients.insert(
+            client_id,
+            ClientSeqs {
+                watermark: EXPIRED,
+                executed: BTreeSet::new(),
+            },
+        );
+    }
+
+    /// Whether the client's id lease expired.
+    pub(crate) fn is_expired(&self, client_id: u64) -> bool {
         self.clients
-            .get(&id.client_id)
-            .is_some_and(|c| id.seq < c.watermark || c.executed.contains(&id.seq))
+            .get(&client_id)
+            .is_some_and(|c| c.watermark == EXPIRED)
     }
 
     /// Records a committed command, in log order. Returns true when it is a duplicate (the
@@ -52,6 +82,19 @@ impl DedupTable {
             client.executed = client.executed.split_off(&client.watermark);
         }
         false
+    }
+
+    /// Advances the table over one committed entry, in log order. Returns true for a duplicate
+    /// command (the state machine must skip it).
+    pub(crate) fn apply(&mut self, kind: &EntryKind) -> bool {
+        match kind {
+            EntryKind::Command { cmd, .. } => self.record(cmd),
+            EntryKind::ClientExpired(client_id) => {
+                self.expire(*client_id);
+                false
+            }
+            EntryKind::Empty | EntryKind::ConfChange(_) => false,
+        }
     }
 
     /// Serializes the table (little-endian: clients, then per client id, watermark, count,
@@ -188,6 +231,47 @@ mod tests {
             client_id: 2,
             seq: 1
         }));
+    }
+
+    /// DD4: an expired client keeps a tombstone: every id of it counts as executed (so its
+    /// witness records are purged and never recovered, and a late copy is a duplicate), other
+    /// clients are untouched, and the tombstone survives a snapshot.
+    #[test]
+    fn expired_client_keeps_a_tombstone() {
+        let mut t = DedupTable::default();
+        assert!(!t.record(&cmd(1, 1, 0)));
+        assert!(!t.record(&cmd(1, 2, 0)));
+        assert!(!t.record(&cmd(2, 1, 0)));
+        t.expire(1);
+        t.expire(3);
+        assert!(t.is_expired(1) && t.is_expired(3) && !t.is_expired(2));
+        for seq in [0, 1, 2, 3, 1_000] {
+            assert!(t.is_applied(ProposeId { client_id: 1, seq }));
+            assert!(t.is_applied(ProposeId { client_id: 3, seq }));
+        }
+        assert!(
+            t.record(&cmd(1, 7, 0)),
+            "a copy of an expired client's command never executes"
+        );
+        assert!(
+            t.clients[&1].executed.is_empty(),
+            "the executed set is dropped"
+        );
+        assert!(t.is_applied(ProposeId {
+            client_id: 2,
+            seq: 1
+        }));
+        assert!(!t.is_applied(ProposeId {
+            client_id: 2,
+            seq: 2
+        }));
+        // A record of the expired client with a larger first_incomplete does not revive it.
+        assert!(t.record(&cmd(1, 8, 9)));
+        assert!(t.is_expired(1));
+        let data = encode_snapshot(&t, &Bytes::new());
+        let (restored, _) = decode_snapshot(&data).expect("decodes");
+        assert!(restored.is_expired(1) && restored.is_expired(3));
+        assert_eq!(restored, t);
     }
 
     #[test]

@@ -199,6 +199,7 @@ impl Core {
                     match_index: 0,
                     next_index: last + 1,
                     idle_ticks: 0,
+                    commit_told: 0,
                 },
             );
         }

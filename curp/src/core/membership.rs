@@ -5,7 +5,8 @@
 use super::types::{ConfChange, LogIndex, Membership, NodeId};
 
 /// Applies `change` to `m`: the next configuration. Every change bumps the version, even one
-/// that changes nothing, so the version is a pure function of the log.
+/// that changes nothing, so the version is a pure function of the log. A [`ConfChange::Set`]
+/// replaces the configuration by the one it carries (version included).
 pub(crate) fn apply_change(m: &Membership, change: &ConfChange) -> Membership {
     let mut next = m.clone();
     match change {
@@ -22,23 +23,99 @@ pub(crate) fn apply_change(m: &Membership, change: &ConfChange) -> Membership {
         ConfChange::Remove(id) => {
             next.voters.remove(id);
             next.learners.remove(id);
+            next.peers.remove(id);
         }
+        ConfChange::Add {
+            id,
+            peer_urls,
+            learner,
+        } => {
+            if !next.voters.contains(id) && !next.learners.contains(id) {
+                if *learner {
+                    next.learners.insert(*id);
+                } else {
+                    next.voters.insert(*id);
+                }
+            }
+            set_peer_urls(&mut next, *id, peer_urls);
+        }
+        ConfChange::Update { id, peer_urls } => {
+            if next.voters.contains(id) || next.learners.contains(id) {
+                set_peer_urls(&mut next, *id, peer_urls);
+            }
+        }
+        ConfChange::Set(to) => return to.clone(),
     }
     next.version += 1;
     next
 }
 
+/// Records `id`'s peer URLs (none: forgets them).
+fn set_peer_urls(m: &mut Membership, id: NodeId, urls: &[String]) {
+    if urls.is_empty() {
+        m.peers.remove(&id);
+    } else {
+        m.peers.insert(id, urls.to_vec());
+    }
+}
+
+/// Whether `m` is a member (voter or learner).
+fn is_member(m: &Membership, id: NodeId) -> bool {
+    m.voters.contains(&id) || m.learners.contains(&id)
+}
+
+/// Whether another member than `id` already uses one of `urls`.
+pub(crate) fn peer_url_taken(m: &Membership, id: NodeId, urls: &[String]) -> bool {
+    m.peers
+        .iter()
+        .filter(|(other, _)| **other != id && is_member(m, **other))
+        .any(|(_, theirs)| theirs.iter().any(|u| urls.contains(u)))
+}
+
 /// Whether `change` makes sense against `m` (a leader refuses the others).
 pub(crate) fn is_valid_change(m: &Membership, change: &ConfChange) -> bool {
     match change {
-        ConfChange::AddLearner(id) => {
-            *id != 0 && !m.voters.contains(id) && !m.learners.contains(id)
+        ConfChange::AddLearner(id) => *id != 0 && !is_member(m, *id),
+        ConfChange::Add { id, peer_urls, .. } => {
+            *id != 0 && !is_member(m, *id) && !peer_url_taken(m, *id, peer_urls)
+        }
+        ConfChange::Update { id, peer_urls } => {
+            is_member(m, *id) && !peer_urls.is_empty() && !peer_url_taken(m, *id, peer_urls)
         }
         ConfChange::Promote(id) => m.learners.contains(id),
         // Removing the last voter would leave nobody to commit anything.
         ConfChange::Remove(id) => {
             m.learners.contains(id) || (m.voters.contains(id) && m.voters.len() > 1)
         }
+        // Only a leader makes these, from one of the others.
+        ConfChange::Set(_) => false,
+    }
+}
+
+/// Whether configuration `m` (one the log reached) shows `change` done: how a proposer
+/// recognises its change in the [`ConfChange::Set`] entry the leader appended for it.
+pub(crate) fn shows_change(m: &Membership, change: &ConfChange) -> bool {
+    match change {
+        ConfChange::AddLearner(id) => is_member(m, *id),
+        ConfChange::Add {
+            id,
+            peer_urls,
+            learner,
+        } => {
+            let role_ok = if *learner {
+                m.learners.contains(id)
+            } else {
+                m.voters.contains(id)
+            };
+            role_ok
+                && m.peers
+                    .get(id)
+                    .map_or(peer_urls.is_empty(), |u| u == peer_urls)
+        }
+        ConfChange::Update { id, peer_urls } => m.peers.get(id) == Some(peer_urls),
+        ConfChange::Promote(id) => m.voters.contains(id),
+        ConfChange::Remove(id) => !is_member(m, *id),
+        ConfChange::Set(to) => m == to,
     }
 }
 
@@ -123,6 +200,7 @@ mod tests {
             voters: voters.iter().copied().collect(),
             learners: learners.iter().copied().collect(),
             version: 0,
+            peers: Default::default(),
         }
     }
 
@@ -152,5 +230,62 @@ mod tests {
         assert!(!is_valid_change(&cur, &ConfChange::Promote(2)));
         assert!(is_valid_change(&cur, &ConfChange::Remove(2)));
         assert!(!is_valid_change(&m(&[1], &[]), &ConfChange::Remove(1)));
+        assert!(!is_valid_change(&cur, &ConfChange::Set(cur.clone())));
+    }
+
+    fn add(id: NodeId, url: &str, learner: bool) -> ConfChange {
+        ConfChange::Add {
+            id,
+            peer_urls: vec![url.to_owned()],
+            learner,
+        }
+    }
+
+    #[test]
+    fn peer_urls_follow_adds_updates_and_removals() {
+        let mut cur = m(&[1], &[]);
+        cur.peers.insert(1, vec!["http://a:1".into()]);
+        assert!(!is_valid_change(&cur, &add(2, "http://a:1", true)));
+        let added = apply_change(&cur, &add(2, "http://b:1", true));
+        assert!(added.learners.contains(&2));
+        assert_eq!(added.peers[&2], vec!["http://b:1".to_owned()]);
+        assert!(shows_change(&added, &add(2, "http://b:1", true)));
+        assert!(!shows_change(&added, &add(2, "http://b:1", false)));
+        let voter = apply_change(&cur, &add(3, "http://c:1", false));
+        assert!(voter.voters.contains(&3) && voter.learners.is_empty());
+
+        let update = ConfChange::Update {
+            id: 2,
+            peer_urls: vec!["http://b:2".into()],
+        };
+        assert!(is_valid_change(&added, &update));
+        assert!(!is_valid_change(&cur, &update), "not a member");
+        let taken = ConfChange::Update {
+            id: 2,
+            peer_urls: vec!["http://a:1".into()],
+        };
+        assert!(!is_valid_change(&added, &taken));
+        let updated = apply_change(&added, &update);
+        assert_eq!(updated.peers[&2], vec!["http://b:2".to_owned()]);
+        assert!(shows_change(&updated, &update));
+
+        let removed = apply_change(&updated, &ConfChange::Remove(2));
+        assert!(!removed.peers.contains_key(&2));
+        assert!(shows_change(&removed, &ConfChange::Remove(2)));
+        assert_eq!(removed.version, 3);
+    }
+
+    #[test]
+    fn a_set_entry_replays_without_the_base() {
+        // A member that joined with an empty configuration learns the whole one from the
+        // first `Set` entry it holds.
+        let mut target = m(&[1, 2, 3], &[4]);
+        target.version = 7;
+        let mut log = MembershipLog::new(0, Membership::default());
+        log.append(9, &ConfChange::Set(target.clone()));
+        assert_eq!(log.current(), &target);
+        assert!(!log.is_voter(4));
+        log.truncate_from(9);
+        assert_eq!(log.current(), &Membership::default());
     }
 }

@@ -80,6 +80,9 @@ pub(crate) struct Progress {
     /// the retransmission timeout, the leader resends from `match_index + 1` (messages may be
     /// lost).
     pub(crate) idle_ticks: u32,
+    /// The highest commit index an Append already sent lets it learn (the leader's commit,
+    /// capped by the last index that Append covered).
+    pub(crate) commit_told: LogIndex,
 }
 
 /// A leadership transfer in progress.
@@ -123,6 +126,10 @@ pub(crate) struct LeaderState {
     pub(crate) reads: Vec<PendingRead>,
     /// Uncommitted pool (CURP.md 2.2): commands in the log not yet applied.
     pub(crate) ucp: super::ucp::Ucp,
+    /// Per member, the highest index it waits to see committed: the last entry it proposed as
+    /// origin, or the last read index it was given. Commit advances covering it are pushed at
+    /// once instead of waiting for the next heartbeat (SIM_FINDINGS O1).
+    pub(crate) commit_wanted: BTreeMap<NodeId, LogIndex>,
 }
 
 /// The pure protocol core of one member (CURP.md D7). See [`super::ready`] for how a driver
@@ -201,9 +208,7 @@ impl Core {
         let applied = restored.applied.clamp(snap_index, log.commit);
         let mut dedup = dedup_base.clone();
         for e in log.slice(snap_index + 1, applied) {
-            if let EntryKind::Command { cmd, .. } = &e.kind {
-                dedup.record(cmd);
-            }
+            dedup.apply(&e.kind);
         }
         log.emitted = applied;
         let mut witness = super::witness::Witness::default();
@@ -279,6 +284,7 @@ impl Core {
             Input::TransferLeader { to } => self.transfer_leader(to),
             Input::Applied { index } => self.on_applied(index),
             Input::SnapshotTaken { index, data } => self.on_snapshot_taken(index, &data),
+            Input::ExpireClient { client_id } => self.expire_client(client_id),
         }
     }
 
@@ -295,6 +301,7 @@ impl Core {
     /// driver does with it). Call again after [`Core::advance`]: persistence may have produced
     /// more (the leader counts its own copy, origins learn commits).
     pub fn ready(&mut self) -> Ready {
+        self.push_commit();
         let mut rd = std::mem::take(&mut self.out);
         rd.entries = self.log.take_unstable();
         let hs = HardState {
@@ -601,10 +608,7 @@ impl Core {
         let entries = self.log.next_committed().to_vec();
         let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
-            let duplicate = match &entry.kind {
-                EntryKind::Command { cmd, .. } => self.dedup.record(cmd),
-                _ => false,
-            };
+            let duplicate = self.dedup.apply(&entry.kind);
             self.log.emitted = entry.index;
             out.push(Committed { entry, duplicate });
         }

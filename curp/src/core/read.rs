@@ -147,14 +147,19 @@ impl Core {
                 });
                 self.event(Event::ReadIndex { id, result });
             }
-            Some(to) => self.send(
-                to,
-                Message::ReadIndexResponse {
-                    term: self.term,
-                    id,
-                    index,
-                },
-            ),
+            Some(to) => {
+                if let Some(index) = index {
+                    self.want_commit(to, index);
+                }
+                self.send(
+                    to,
+                    Message::ReadIndexResponse {
+                        term: self.term,
+                        id,
+                        index,
+                    },
+                );
+            }
         }
     }
 }

@@ -68,6 +68,14 @@ pub enum Input {
         /// Highest applied index.
         index: LogIndex,
     },
+    /// The client-id lease of `client_id` expired (CURP.md 5.1, P3). Only the leader tracks
+    /// these leases: it appends a [`super::EntryKind::ClientExpired`] entry, and once that is
+    /// applied every member refuses the client's ids and purges its witness records (DD4).
+    /// Ignored on other members (and for a client already expired).
+    ExpireClient {
+        /// The expired client.
+        client_id: u64,
+    },
     /// The driver took a snapshot of the state machine at `index` (already applied), so the
     /// log up to `index` may be dropped and lagging members get this snapshot instead.
     SnapshotTaken {

@@ -77,11 +77,11 @@ impl Core {
     }
 
     /// An empty Append anchored at what `to` is known to hold: carries the commit index (up
-    /// to that point) and the current read round.
-    fn send_heartbeat(&mut self, to: NodeId, match_index: LogIndex) {
+    /// to that point) and the current read round. Returns whether it was sent.
+    fn send_heartbeat(&mut self, to: NodeId, match_index: LogIndex) -> bool {
         let prev_index = match_index.max(self.log.offset().0);
         let Some(prev_term) = self.log.term(prev_index) else {
-            return;
+            return false;
         };
         let read_round = self.lead.as_ref().map_or(0, |l| l.read_round);
         self.send(
@@ -95,6 +95,7 @@ impl Core {
                 read_round,
             },
         );
+        true
     }
 
     /// Sends `to` the entries from its next index (or the snapshot when those are compacted),
@@ -311,6 +312,73 @@ impl Core {
         }
     }
 
+    /// Leader, before handing out a `Ready`: tells members the commit index as soon as it
+    /// covers what they wait for (their own proposals as origin, their read indexes), without
+    /// waiting for the next heartbeat (SIM_FINDINGS O1). Appends already queued in this round
+    /// carry the latest commit index (piggyback); a member with nothing queued gets one empty
+    /// Append, only when it can learn something it waits for.
+    pub(crate) fn push_commit(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let (term, commit) = (self.term, self.log.commit);
+        let Some(lead) = self.lead.as_mut() else {
+            return;
+        };
+        let mut queued = std::collections::BTreeSet::new();
+        for env in &mut self.out.messages {
+            if let Message::Append {
+                term: t,
+                prev_index,
+                entries,
+                commit: c,
+                ..
+            } = &mut env.msg
+                && *t == term
+            {
+                *c = (*c).max(commit);
+                let covered = *prev_index + entries.len() as u64;
+                if let Some(pr) = lead.progress.get_mut(&env.to) {
+                    pr.commit_told = pr.commit_told.max(commit.min(covered));
+                }
+                queued.insert(env.to);
+            }
+        }
+        let mut heartbeats = Vec::new();
+        lead.commit_wanted.retain(|id, wanted| {
+            let Some(pr) = lead.progress.get(id) else {
+                return false;
+            };
+            let learnable = commit.min(pr.match_index);
+            if *wanted <= pr.commit_told {
+                return false;
+            }
+            if learnable >= *wanted && !queued.contains(id) {
+                heartbeats.push((*id, pr.match_index));
+            }
+            true
+        });
+        for (to, match_index) in heartbeats {
+            if !self.send_heartbeat(to, match_index) {
+                continue;
+            }
+            if let Some(pr) = self.lead.as_mut().and_then(|l| l.progress.get_mut(&to)) {
+                pr.commit_told = pr.commit_told.max(commit.min(match_index));
+            }
+        }
+    }
+
+    /// Leader: member `to` waits to see `index` committed (see [`Core::push_commit`]).
+    pub(crate) fn want_commit(&mut self, to: NodeId, index: LogIndex) {
+        if to == self.cfg.id {
+            return;
+        }
+        if let Some(lead) = self.lead.as_mut() {
+            let wanted = lead.commit_wanted.entry(to).or_insert(0);
+            *wanted = (*wanted).max(index);
+        }
+    }
+
     /// Brings the leader's progress map in line with the configuration in effect.
     pub(crate) fn sync_progress(&mut self) {
         let members = self.members_except_self();
@@ -324,6 +392,7 @@ impl Core {
                 match_index: 0,
                 next_index: next,
                 idle_ticks: 0,
+                commit_told: 0,
             });
         }
     }

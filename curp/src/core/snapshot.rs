@@ -7,7 +7,7 @@ use bytes::Bytes;
 use super::dedup;
 use super::raft::Core;
 use super::ready::SnapshotInstall;
-use super::types::{EntryKind, LogIndex, Membership, Message, NodeId, Term};
+use super::types::{LogIndex, Membership, Message, NodeId, Term};
 
 impl Core {
     /// The driver took a snapshot at `index` (already applied).
@@ -21,9 +21,7 @@ impl Core {
         };
         let mut table = self.dedup_base.clone();
         for e in self.log.slice(offset + 1, index) {
-            if let EntryKind::Command { cmd, .. } = &e.kind {
-                table.record(cmd);
-            }
+            table.apply(&e.kind);
         }
         let snap = SnapshotInstall {
             index,

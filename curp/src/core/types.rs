@@ -1,7 +1,7 @@
 //! The vocabulary of the protocol core: ids, log entries, membership and the messages members
 //! exchange. Everything here is plain data (no I/O); the transport encodes it later.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
@@ -47,6 +47,28 @@ pub enum ConfChange {
     Promote(NodeId),
     /// Remove a member (voter or learner).
     Remove(NodeId),
+    /// Add a member with its peer URLs, as a learner or directly as a voter (etcd's
+    /// MemberAdd; adding one voter is a single-server change, hence safe).
+    Add {
+        /// The new member.
+        id: NodeId,
+        /// Its peer URLs.
+        peer_urls: Vec<String>,
+        /// Whether it joins as a learner.
+        learner: bool,
+    },
+    /// Replace the peer URLs of a member (etcd's MemberUpdate).
+    Update {
+        /// The member.
+        id: NodeId,
+        /// Its new peer URLs.
+        peer_urls: Vec<String>,
+    },
+    /// The whole configuration a change produced. The leader appends every change in this
+    /// form, so that an entry alone tells a member the configuration, also a member that
+    /// joined with an empty log and without knowing the cluster's initial configuration.
+    /// Never proposed directly.
+    Set(Membership),
 }
 
 /// Who votes and who only learns, and the version every membership change bumps.
@@ -58,6 +80,8 @@ pub struct Membership {
     pub learners: BTreeSet<NodeId>,
     /// Bumped by every change; requests and witness records carry it (CURP.md M1).
     pub version: u64,
+    /// Peer URLs of members, as far as known (members added by id only have none).
+    pub peers: BTreeMap<NodeId, Vec<String>>,
 }
 
 /// What a log entry carries.
@@ -74,6 +98,10 @@ pub enum EntryKind {
     },
     /// A membership change; it takes effect when appended.
     ConfChange(ConfChange),
+    /// The client-id lease of this client expired (CURP.md 5.1, P3): when applied, every
+    /// member forgets the client's dedup state (keeping a tombstone that refuses its ids) and
+    /// purges its witness records.
+    ClientExpired(u64),
 }
 
 /// One entry of the replicated log.
@@ -120,6 +148,8 @@ pub enum Rejection {
     /// The membership change does not apply to the current configuration (adding a member
     /// twice, promoting a non-learner, removing a non-member or the last voter).
     InvalidChange,
+    /// A learner to promote has not caught up with the leader's log yet.
+    LearnerNotReady,
 }
 
 /// Peer-to-peer messages. Raft's, plus CURP's origin acknowledgements, proposal forwarding
@@ -240,4 +270,12 @@ pub enum Message {
         /// The read index.
         index: Option<LogIndex>,
     },
+}
+
+impl ConfChange {
+    /// Whether configuration `m` shows this change done: how a proposer recognises its
+    /// change in the [`ConfChange::Set`] entry the leader appended for it.
+    pub fn is_done_in(&self, m: &Membership) -> bool {
+        super::membership::shows_change(m, self)
+    }
 }

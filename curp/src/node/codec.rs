@@ -54,6 +54,8 @@ const KIND_EMPTY: u32 = 0;
 const KIND_COMMAND: u32 = 1;
 /// A membership change.
 const KIND_CONF_CHANGE: u32 = 2;
+/// A client-id lease expiry (the client id in [`EntryRecord::origin`]).
+const KIND_CLIENT_EXPIRED: u32 = 3;
 
 /// Membership change kinds in [`ConfChangeRecord::kind`].
 const CHANGE_ADD_LEARNER: u32 = 0;
@@ -61,6 +63,12 @@ const CHANGE_ADD_LEARNER: u32 = 0;
 const CHANGE_PROMOTE: u32 = 1;
 /// Remove a member.
 const CHANGE_REMOVE: u32 = 2;
+/// Add a member with peer URLs (learner or voter).
+const CHANGE_ADD: u32 = 3;
+/// New peer URLs of a member.
+const CHANGE_UPDATE: u32 = 4;
+/// The whole configuration after a change.
+const CHANGE_SET: u32 = 5;
 
 /// A log entry's payload ([`EntryKind`]).
 #[derive(Clone, PartialEq, prost::Message)]
@@ -71,7 +79,7 @@ pub struct EntryRecord {
     /// The command (kind command).
     #[prost(message, optional, tag = "2")]
     pub command: Option<CommandRecord>,
-    /// The command's origin member (kind command).
+    /// The command's origin member (kind command); the expired client (kind client expired).
     #[prost(uint64, tag = "3")]
     pub origin: u64,
     /// The change (kind conf change).
@@ -119,12 +127,21 @@ pub struct RangeRecord {
 /// A [`ConfChange`].
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ConfChangeRecord {
-    /// `CHANGE_ADD_LEARNER`, `CHANGE_PROMOTE` or `CHANGE_REMOVE`.
+    /// One of the `CHANGE_*` kinds.
     #[prost(uint32, tag = "1")]
     pub kind: u32,
-    /// The member concerned.
+    /// The member concerned (all kinds but `CHANGE_SET`).
     #[prost(uint64, tag = "2")]
     pub node: u64,
+    /// The member's peer URLs (`CHANGE_ADD`, `CHANGE_UPDATE`).
+    #[prost(string, repeated, tag = "3")]
+    pub peer_urls: Vec<String>,
+    /// Whether the member joins as a learner (`CHANGE_ADD`).
+    #[prost(bool, tag = "4")]
+    pub learner: bool,
+    /// The configuration (`CHANGE_SET`).
+    #[prost(message, optional, tag = "5")]
+    pub membership: Option<MembershipRecord>,
 }
 
 /// A [`Membership`].
@@ -139,6 +156,20 @@ pub struct MembershipRecord {
     /// Cluster version.
     #[prost(uint64, tag = "3")]
     pub version: u64,
+    /// Peer URLs of members.
+    #[prost(message, repeated, tag = "4")]
+    pub peers: Vec<PeerRecord>,
+}
+
+/// One member's peer URLs.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PeerRecord {
+    /// The member.
+    #[prost(uint64, tag = "1")]
+    pub node: u64,
+    /// Its peer URLs.
+    #[prost(string, repeated, tag = "2")]
+    pub urls: Vec<String>,
 }
 
 /// A [`SnapshotInstall`] (taken here or installed from the leader).
@@ -276,6 +307,12 @@ pub fn encode_entry_kind(kind: &EntryKind) -> Bytes {
             origin: 0,
             change: Some(change_record(change)),
         },
+        EntryKind::ClientExpired(client_id) => EntryRecord {
+            kind: KIND_CLIENT_EXPIRED,
+            command: None,
+            origin: *client_id,
+            change: None,
+        },
     };
     Bytes::from(rec.encode_to_vec())
 }
@@ -304,6 +341,7 @@ pub fn decode_entry_kind(data: &[u8]) -> Result<EntryKind, StorageError> {
                 .ok_or_else(|| corrupted("membership entry without a change"))?;
             Ok(EntryKind::ConfChange(conf_change(&change)?))
         }
+        KIND_CLIENT_EXPIRED => Ok(EntryKind::ClientExpired(rec.origin)),
         other => Err(corrupted(format!("unknown entry kind {other}"))),
     }
 }
@@ -332,12 +370,33 @@ pub fn from_log_entry(entry: &LogEntry) -> Result<Entry, StorageError> {
 
 /// Encodes a membership change.
 fn change_record(change: &ConfChange) -> ConfChangeRecord {
-    let (kind, node) = match change {
-        ConfChange::AddLearner(id) => (CHANGE_ADD_LEARNER, *id),
-        ConfChange::Promote(id) => (CHANGE_PROMOTE, *id),
-        ConfChange::Remove(id) => (CHANGE_REMOVE, *id),
+    let by_id = |kind, node| ConfChangeRecord {
+        kind,
+        node,
+        ..ConfChangeRecord::default()
     };
-    ConfChangeRecord { kind, node }
+    match change {
+        ConfChange::AddLearner(id) => by_id(CHANGE_ADD_LEARNER, *id),
+        ConfChange::Promote(id) => by_id(CHANGE_PROMOTE, *id),
+        ConfChange::Remove(id) => by_id(CHANGE_REMOVE, *id),
+        ConfChange::Add {
+            id,
+            peer_urls,
+            learner,
+        } => ConfChangeRecord {
+            peer_urls: peer_urls.clone(),
+            learner: *learner,
+            ..by_id(CHANGE_ADD, *id)
+        },
+        ConfChange::Update { id, peer_urls } => ConfChangeRecord {
+            peer_urls: peer_urls.clone(),
+            ..by_id(CHANGE_UPDATE, *id)
+        },
+        ConfChange::Set(m) => ConfChangeRecord {
+            membership: Some(membership_record(m)),
+            ..by_id(CHANGE_SET, 0)
+        },
+    }
 }
 
 /// Decodes a membership change.
@@ -346,6 +405,20 @@ fn conf_change(rec: &ConfChangeRecord) -> Result<ConfChange, StorageError> {
         CHANGE_ADD_LEARNER => Ok(ConfChange::AddLearner(rec.node)),
         CHANGE_PROMOTE => Ok(ConfChange::Promote(rec.node)),
         CHANGE_REMOVE => Ok(ConfChange::Remove(rec.node)),
+        CHANGE_ADD => Ok(ConfChange::Add {
+            id: rec.node,
+            peer_urls: rec.peer_urls.clone(),
+            learner: rec.learner,
+        }),
+        CHANGE_UPDATE => Ok(ConfChange::Update {
+            id: rec.node,
+            peer_urls: rec.peer_urls.clone(),
+        }),
+        CHANGE_SET => Ok(ConfChange::Set(membership(
+            rec.membership
+                .clone()
+                .ok_or_else(|| corrupted("membership entry without its configuration"))?,
+        ))),
         other => Err(corrupted(format!("unknown membership change kind {other}"))),
     }
 }
@@ -358,6 +431,14 @@ fn membership_record(m: &Membership) -> MembershipRecord {
         voters: m.voters.iter().copied().collect(),
         learners: m.learners.iter().copied().collect(),
         version: m.version,
+        peers: m
+            .peers
+            .iter()
+            .map(|(node, urls)| PeerRecord {
+                node: *node,
+                urls: urls.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -367,6 +448,7 @@ fn membership(rec: MembershipRecord) -> Membership {
         voters: rec.voters.into_iter().collect::<BTreeSet<_>>(),
         learners: rec.learners.into_iter().collect::<BTreeSet<_>>(),
         version: rec.version,
+        peers: rec.peers.into_iter().map(|p| (p.node, p.urls)).collect(),
     }
 }
 
@@ -715,7 +797,28 @@ mod tests {
             },
             EntryKind::ConfChange(ConfChange::AddLearner(4)),
             EntryKind::ConfChange(ConfChange::Promote(5)),
+            EntryKind::ClientExpired(42),
             EntryKind::ConfChange(ConfChange::Remove(6)),
+            EntryKind::ConfChange(ConfChange::Add {
+                id: 7,
+                peer_urls: vec!["http://a:1".into(), "http://b:2".into()],
+                learner: true,
+            }),
+            EntryKind::ConfChange(ConfChange::Add {
+                id: 8,
+                peer_urls: Vec::new(),
+                learner: false,
+            }),
+            EntryKind::ConfChange(ConfChange::Update {
+                id: 7,
+                peer_urls: vec!["http://c:3".into()],
+            }),
+            EntryKind::ConfChange(ConfChange::Set(Membership {
+                voters: [1, 2].into_iter().collect(),
+                learners: [7].into_iter().collect(),
+                version: 4,
+                peers: [(7, vec!["http://c:3".to_owned()])].into_iter().collect(),
+            })),
         ];
         for (i, kind) in kinds.into_iter().enumerate() {
             let entry = Entry {
@@ -742,6 +845,12 @@ mod tests {
             voters: [1, 2, 3].into_iter().collect(),
             learners: [9].into_iter().collect(),
             version: 4,
+            peers: [
+                (1, vec!["http://x:1".to_owned()]),
+                (9, vec!["http://y:2".to_owned()]),
+            ]
+            .into_iter()
+            .collect(),
         };
         assert_eq!(decode_membership(&encode_membership(&m)).unwrap(), m);
         let snap = SnapshotInstall {

@@ -2,7 +2,7 @@
 //! runs the rounds described in [`super`] (and, binding, in [`crate::core::ready`]).
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -23,6 +23,8 @@ use crate::core::{
 use crate::error::ProposeError;
 use crate::storage::LogStorage;
 use crate::transport::Transport;
+
+mod remote;
 
 /// Most queued inputs (of each kind) taken per round: bounds the work between two looks at
 /// the clock while still batching many inputs into one fsync.
@@ -189,6 +191,10 @@ where
     next_change: u64,
     /// Leadership transfers.
     transfers: Vec<PendingTransfer>,
+    /// Remote clients' requests (fast path, witness records, ordered results).
+    client: remote::ClientState<E::Output>,
+    /// The peer URLs of the configuration last handed to the transport.
+    peers: BTreeMap<NodeId, Vec<String>>,
     /// Current role state (as published).
     role: RoleState,
     /// Shared with the handles.
@@ -231,6 +237,8 @@ where
             changes: Vec::new(),
             next_change: 1,
             transfers: Vec::new(),
+            client: remote::ClientState::default(),
+            peers: BTreeMap::new(),
             role,
             shared,
             role_tx,
@@ -366,6 +374,10 @@ where
                 });
             }
             Request::Shutdown => {}
+            req @ (Request::ClientPropose { .. }
+            | Request::ClientRecord { .. }
+            | Request::ClientKeepAlive { .. }
+            | Request::ClientWaitSynced { .. }) => self.client_request(req, now),
         }
     }
 
@@ -432,6 +444,7 @@ where
         for (id, change) in changes {
             self.core.step(Input::ChangeMembership { id, change });
         }
+        self.client_tick(now);
         self.transfers.retain_mut(|t| {
             if now >= t.deadline {
                 let reply = std::mem::replace(&mut t.reply, oneshot::channel().0);
@@ -464,7 +477,7 @@ where
             messages,
             persisted_messages,
             committed,
-            speculate: _,
+            speculate,
             events,
             role,
             snapshot_taken,
@@ -487,9 +500,11 @@ where
         }
         // 6. Apply, answer.
         let applied = self.apply(committed)?;
+        self.client_speculate(speculate);
         for event in events {
             self.event(event);
         }
+        self.client_round_done();
         // 7.
         self.core.advance();
         if let Some(index) = applied {
@@ -588,12 +603,14 @@ where
             }
             match entry.kind {
                 EntryKind::Command { cmd, .. } => {
+                    self.client_watermark(&cmd);
                     if duplicate {
                         // Execute what precedes it first: its waiter may be answered there.
                         self.execute(&mut batch, &mut ids)?;
                         if let Some(p) = self.proposals.remove(&cmd.id) {
                             let _ = p.reply.send(Err(ProposeError::Duplicate));
                         }
+                        self.client_duplicate(cmd.id);
                     } else if index > self.exec_floor {
                         let decoded = C::decode(&cmd.payload).map_err(|e| {
                             ProposeError::Fatal(format!("log entry {index} does not decode: {e}"))
@@ -607,8 +624,16 @@ where
                 }
                 EntryKind::ConfChange(change) => {
                     self.execute(&mut batch, &mut ids)?;
+                    // Whoever learns that the change is applied (its waiter, a reader of the
+                    // applied index) sees it in the status too.
+                    self.publish_status();
                     self.changes.retain_mut(|c| {
-                        if c.change != change {
+                        // A leader appends every change as the configuration it produces.
+                        let done = match &change {
+                            ConfChange::Set(m) => c.change.is_done_in(m),
+                            other => c.change == *other,
+                        };
+                        if !done {
                             return true;
                         }
                         let reply = std::mem::replace(&mut c.reply, oneshot::channel().0);
@@ -616,7 +641,8 @@ where
                         false
                     });
                 }
-                EntryKind::Empty => {}
+                // The core purges the client's witness records and dedup state itself.
+                EntryKind::Empty | EntryKind::ClientExpired(_) => {}
             }
             last = Some(index);
         }
@@ -650,6 +676,7 @@ where
             self.applied_tx.send_replace(last);
         }
         batch.clear();
+        self.client_outputs(ids, &outputs);
         for (id, output) in ids.drain(..).zip(outputs) {
             if let Some(p) = self.proposals.remove(&id) {
                 // The proposer may have given up; the command is applied regardless.
@@ -681,13 +708,18 @@ where
 
     /// Answers to local requests.
     fn event(&mut self, event: Event) {
+        let Some(event) = self.client_event(event) else {
+            return;
+        };
         let now = Instant::now();
         let retry_at = now + self.retry_delay();
         match event {
             Event::Rejected { id, reason } => {
                 if let Some(p) = self.proposals.get_mut(&id) {
                     match reason {
-                        Rejection::InvalidChange | Rejection::ChangePending => {
+                        Rejection::InvalidChange
+                        | Rejection::ChangePending
+                        | Rejection::LearnerNotReady => {
                             if let Some(p) = self.proposals.remove(&id) {
                                 let _ = p.reply.send(Err(ProposeError::InvalidChange));
                             }
@@ -700,6 +732,7 @@ where
                 if let Some(pos) = self.changes.iter().position(|c| c.id == id) {
                     let answer = match reason {
                         Rejection::InvalidChange => Some(ProposeError::InvalidChange),
+                        Rejection::LearnerNotReady => Some(ProposeError::LearnerNotReady),
                         Rejection::NotLeader {
                             leader: Some(leader),
                             ..
@@ -729,7 +762,7 @@ where
                     }
                 }
             },
-            // The node proposes on the ordered path and exposes no witness API yet.
+            // Remote clients' (answered by `client_event`).
             Event::Proposed { .. } | Event::Recorded { .. } => {}
         }
     }
@@ -745,6 +778,7 @@ where
             for p in self.proposals.values_mut() {
                 p.retry_at = now;
             }
+            self.client_leader_changed(now);
         }
         self.transfers.retain_mut(|t| {
             if rs.leader != Some(t.to) {
@@ -756,9 +790,19 @@ where
         });
     }
 
-    /// Publishes the status handles read.
-    fn publish_status(&self) {
-        *self.shared.status.lock() = self.core.status();
+    /// Publishes the status handles read, and hands the transport the peer URLs of a new
+    /// configuration (after a change, a snapshot, or at start from the stored one).
+    fn publish_status(&mut self) {
+        let status = self.core.status();
+        if status.membership.peers != self.peers {
+            self.peers.clone_from(&status.membership.peers);
+            let mut peers = self.config.peer_urls.clone();
+            peers.extend(self.peers.iter().map(|(id, urls)| (*id, urls.clone())));
+            peers.remove(&self.config.id);
+            tracing::info!(id = self.config.id, ?peers, "peer URLs changed");
+            self.transport.set_peers(&peers);
+        }
+        *self.shared.status.lock() = status;
     }
 
     /// Stops: flushes the state machine (best effort) and answers everything pending.
@@ -780,6 +824,7 @@ where
         for t in self.transfers.drain(..) {
             let _ = t.reply.send(Err(err.clone()));
         }
+        self.client_finish(err);
     }
 }
 
@@ -888,6 +933,18 @@ fn reject<O>(req: Request<O>, err: &ProposeError) {
             let _ = reply.send(Err(err.clone()));
         }
         Request::Shutdown => {}
+        Request::ClientPropose { reply, .. } => {
+            let _ = reply.send(Err(err.clone()));
+        }
+        Request::ClientRecord { reply, .. } => {
+            let _ = reply.send(Err(err.clone()));
+        }
+        Request::ClientKeepAlive { reply, .. } => {
+            let _ = reply.send(Err(err.clone()));
+        }
+        Request::ClientWaitSynced { reply, .. } => {
+            let _ = reply.send(Err(err.clone()));
+        }
     }
 }
 

@@ -13,7 +13,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::cmd::Command;
 use crate::core::{
-    CommandData, ConfChange, Envelope, LogIndex, NodeId, ProposeId, RoleState, Status,
+    CommandData, ConfChange, Envelope, LogIndex, NodeId, ProposeId, Rejection, RoleState, Status,
+    Term,
 };
 use crate::error::ProposeError;
 use crate::transport::Transport;
@@ -48,6 +49,47 @@ pub(crate) enum Request<O> {
     },
     /// Wakes the driver so that it notices [`Shared::closing`].
     Shutdown,
+    /// A remote client proposes on the fast path (leader only), see
+    /// [`NodeHandle::client_propose`].
+    ClientPropose {
+        /// The command, with the client's proposal id.
+        data: CommandData,
+        /// The cluster version the client believes current.
+        cluster_version: u64,
+        /// Encodes outputs for the client.
+        encode: Encoder<O>,
+        /// Where the leader's answer goes.
+        reply: oneshot::Sender<Result<FastReply, ProposeError>>,
+    },
+    /// A remote client records a command at this member's witness.
+    ClientRecord {
+        /// The command.
+        data: CommandData,
+        /// The term the client believes current.
+        term: Term,
+        /// The cluster version the client believes current.
+        cluster_version: u64,
+        /// Encodes outputs for the client (results applied here are cached from now on).
+        encode: Encoder<O>,
+        /// Where the witness's answer goes (once journaled).
+        reply: oneshot::Sender<Result<RecordReply, ProposeError>>,
+    },
+    /// A remote client keeps its id alive (leader only).
+    ClientKeepAlive {
+        /// The client.
+        client_id: u64,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<KeepAliveReply, ProposeError>>,
+    },
+    /// A remote client waits for a command's ordered result (proposing it if unknown here).
+    ClientWaitSynced {
+        /// The command.
+        data: CommandData,
+        /// Encodes outputs for the client.
+        encode: Encoder<O>,
+        /// Where the encoded output goes.
+        reply: oneshot::Sender<Result<Bytes, ProposeError>>,
+    },
 }
 
 /// State shared by the handles and the driver thread.
@@ -384,6 +426,12 @@ impl<C, O> NodeHandle<C, O> {
         }
     }
 
+    /// Since when the transport's link to `peer` is up (see
+    /// [`Transport::connected_since`]).
+    pub fn peer_connected_since(&self, peer: NodeId) -> Option<std::time::Instant> {
+        self.shared.transport.connected_since(peer)
+    }
+
     /// Updates the transport's peer addresses.
     pub fn set_peers(&self, peers: &BTreeMap<NodeId, Vec<String>>) {
         self.shared.transport.set_peers(peers);
@@ -411,5 +459,134 @@ impl<C, O> NodeHandle<C, O> {
     /// Why the driver stopped, if it stopped on a fatal error.
     pub fn fatal_error(&self) -> Option<String> {
         self.shared.fatal.lock().clone()
+    }
+}
+
+/// Encodes an executor output for a remote client (an [`crate::cmd::OutputCodec`]'s `encode`).
+pub type Encoder<O> = fn(&O) -> Vec<u8>;
+
+/// The leader's answer to a remote client's fast proposal ([`NodeHandle::client_propose`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FastReply {
+    /// The leader appended the command. `output` is its speculative result (CURP.md F2) when
+    /// the command neither conflicted nor was refused speculation by the executor; `None`:
+    /// wait for the ordered result ([`NodeHandle::client_wait_synced`] at this member).
+    Speculated {
+        /// The leader's term (witness records count only in this term).
+        term: Term,
+        /// The encoded speculative output.
+        output: Option<Bytes>,
+    },
+    /// The command was already applied (an earlier attempt with the same id): its ordered,
+    /// encoded output.
+    Applied(Bytes),
+    /// The proposal was not taken (not the leader, another cluster version, a transfer).
+    Rejected(Rejection),
+}
+
+/// A witness's answer to a remote client's record ([`NodeHandle::client_record`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordReply {
+    /// Accepted: no conflict, same term and cluster version, this member votes.
+    pub accepted: bool,
+    /// The witness's term.
+    pub term: Term,
+}
+
+/// The leader's answer to a client's keep-alive ([`NodeHandle::client_keep_alive`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeepAliveReply {
+    /// The id is leased for `ttl` from now.
+    Lease {
+        /// Time to live.
+        ttl: Duration,
+    },
+    /// The id expired (its later commands count as executed and are never applied): the
+    /// client must continue with a new id.
+    Expired,
+    /// This member does not lead.
+    Rejected(Rejection),
+}
+
+/// The remote-client API a client service calls (CURP.md F1-F3, W1/W2): the client's own
+/// proposal ids are used as given, so its retries are deduplicated (D5).
+impl<C: Command, O: Send + 'static> NodeHandle<C, O> {
+    /// Fast path at the leader: appends `data` and answers with the leader's speculative
+    /// result (see [`FastReply`]); the ordered result is then available through
+    /// [`NodeHandle::client_wait_synced`] at this member. Followers answer
+    /// [`FastReply::Rejected`] with the leader they know.
+    ///
+    /// # Errors
+    ///
+    /// [`ProposeError::Timeout`], or the node stopped.
+    pub async fn client_propose(
+        &self,
+        data: CommandData,
+        cluster_version: u64,
+        encode: Encoder<O>,
+    ) -> Result<FastReply, ProposeError> {
+        self.request(|reply| Request::ClientPropose {
+            data,
+            cluster_version,
+            encode,
+            reply,
+        })
+        .await
+    }
+
+    /// Keeps `client_id` alive at the leader (CURP.md 5.1, P3): the leader expires a client
+    /// it has not heard from (keep-alives, proposals) for the lease's time to live.
+    ///
+    /// # Errors
+    ///
+    /// [`ProposeError::Timeout`], or the node stopped.
+    pub async fn client_keep_alive(&self, client_id: u64) -> Result<KeepAliveReply, ProposeError> {
+        self.request(|reply| Request::ClientKeepAlive { client_id, reply })
+            .await
+    }
+
+    /// Records `data` at this member's witness; answered once the record is journaled. From
+    /// then on this member caches the (`encode`d) results it applies, so that it can answer a
+    /// retry with the same id should it lead later.
+    ///
+    /// # Errors
+    ///
+    /// [`ProposeError::Timeout`], or the node stopped.
+    pub async fn client_record(
+        &self,
+        data: CommandData,
+        term: Term,
+        cluster_version: u64,
+        encode: Encoder<O>,
+    ) -> Result<RecordReply, ProposeError> {
+        self.request(|reply| Request::ClientRecord {
+            data,
+            term,
+            cluster_version,
+            encode,
+            reply,
+        })
+        .await
+    }
+
+    /// The encoded ordered result of `data` once this member has applied it: after a fast
+    /// proposal here, or otherwise proposed here on the ordered path with the client's id
+    /// (and retried with it) until applied.
+    ///
+    /// # Errors
+    ///
+    /// [`ProposeError::Timeout`], [`ProposeError::Duplicate`] (applied by an earlier attempt
+    /// whose result is no longer cached), or the node stopped.
+    pub async fn client_wait_synced(
+        &self,
+        data: CommandData,
+        encode: Encoder<O>,
+    ) -> Result<Bytes, ProposeError> {
+        self.request(|reply| Request::ClientWaitSynced {
+            data,
+            encode,
+            reply,
+        })
+        .await
     }
 }

@@ -60,7 +60,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
-pub use handle::{Inbox, NodeHandle};
+pub use handle::{Encoder, FastReply, Inbox, KeepAliveReply, NodeHandle, RecordReply};
 
 use crate::cmd::{Command, CommandExecutor};
 use crate::core::{self, Membership, NodeId};

@@ -271,6 +271,13 @@ impl Client {
         self.pending = None;
     }
 
+    /// The client gives up its outstanding op (if any) without waiting for its timeout: the op
+    /// stays indeterminate, and the client may start another.
+    pub fn abandon(&mut self, now: Millis) {
+        self.pending = None;
+        self.next_op_at = now;
+    }
+
     /// Whether an op is outstanding.
     pub fn busy(&self) -> bool {
         self.pending.is_some()

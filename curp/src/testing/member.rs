@@ -199,6 +199,11 @@ impl Member {
         }
     }
 
+    /// The client-id lease of `client_id` expired (as the leader's driver would report it).
+    pub fn expire_client(&mut self, client_id: u64) {
+        self.step(Input::ExpireClient { client_id });
+    }
+
     /// One clock tick.
     pub fn tick(&mut self) {
         if let Some(core) = self.core.as_mut() {

@@ -89,6 +89,7 @@ impl Simulation {
             voters: (1..=n as u64).collect(),
             learners: Default::default(),
             version: 1,
+            peers: Default::default(),
         };
         let members: Vec<Member> = (0..n)
             .map(|i| {
@@ -305,6 +306,26 @@ impl Simulation {
     pub fn crash_client(&mut self, c: usize) {
         if let Some(client) = self.clients.get_mut(c) {
             client.crash();
+        }
+    }
+
+    /// Client `c`'s id lease expires: member `m` (the leader, when it is one) is told.
+    pub fn expire_client(&mut self, m: usize, c: usize) {
+        let Some(client_id) = self.clients.get(c).map(|client| client.id) else {
+            return;
+        };
+        if let Some(member) = self.members.get_mut(m) {
+            member.expire_client(client_id);
+        }
+        let now = self.now;
+        self.trace_line(|| format!("{now} client {client_id} expires at member {}", m + 1));
+    }
+
+    /// Client `c` gives up its outstanding op (it stays indeterminate) and may start another.
+    pub fn abandon_op(&mut self, c: usize) {
+        let now = self.now;
+        if let Some(client) = self.clients.get_mut(c) {
+            client.abandon(now);
         }
     }
 

@@ -129,10 +129,26 @@ fn commands(cmds: Vec<curppb::CommandData>) -> Result<Vec<CommandData>, Malforme
 
 impl From<&ConfChange> for curppb::ConfChange {
     fn from(change: &ConfChange) -> Self {
-        let change = match *change {
-            ConfChange::AddLearner(id) => conf_change::Change::AddLearner(id),
-            ConfChange::Promote(id) => conf_change::Change::Promote(id),
-            ConfChange::Remove(id) => conf_change::Change::Remove(id),
+        let change = match change {
+            ConfChange::AddLearner(id) => conf_change::Change::AddLearner(*id),
+            ConfChange::Promote(id) => conf_change::Change::Promote(*id),
+            ConfChange::Remove(id) => conf_change::Change::Remove(*id),
+            ConfChange::Add {
+                id,
+                peer_urls,
+                learner,
+            } => conf_change::Change::Add(conf_change::MemberAdd {
+                id: *id,
+                peer_urls: peer_urls.clone(),
+                learner: *learner,
+            }),
+            ConfChange::Update { id, peer_urls } => {
+                conf_change::Change::Update(conf_change::MemberUpdate {
+                    id: *id,
+                    peer_urls: peer_urls.clone(),
+                })
+            }
+            ConfChange::Set(m) => conf_change::Change::Set(m.into()),
         };
         Self {
             change: Some(change),
@@ -148,6 +164,16 @@ impl TryFrom<curppb::ConfChange> for ConfChange {
             conf_change::Change::AddLearner(id) => ConfChange::AddLearner(id),
             conf_change::Change::Promote(id) => ConfChange::Promote(id),
             conf_change::Change::Remove(id) => ConfChange::Remove(id),
+            conf_change::Change::Add(add) => ConfChange::Add {
+                id: add.id,
+                peer_urls: add.peer_urls,
+                learner: add.learner,
+            },
+            conf_change::Change::Update(update) => ConfChange::Update {
+                id: update.id,
+                peer_urls: update.peer_urls,
+            },
+            conf_change::Change::Set(m) => ConfChange::Set(m.into()),
         })
     }
 }
@@ -158,6 +184,14 @@ impl From<&Membership> for curppb::Membership {
             voters: membership.voters.iter().copied().collect(),
             learners: membership.learners.iter().copied().collect(),
             version: membership.version,
+            peers: membership
+                .peers
+                .iter()
+                .map(|(id, urls)| curppb::PeerUrls {
+                    id: *id,
+                    urls: urls.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -168,6 +202,11 @@ impl From<curppb::Membership> for Membership {
             voters: membership.voters.into_iter().collect(),
             learners: membership.learners.into_iter().collect(),
             version: membership.version,
+            peers: membership
+                .peers
+                .into_iter()
+                .map(|p| (p.id, p.urls))
+                .collect(),
         }
     }
 }
@@ -183,6 +222,7 @@ impl From<&Entry> for curppb::Entry {
                 origin: *origin,
             }),
             EntryKind::ConfChange(change) => entry::Kind::ConfChange(change.into()),
+            EntryKind::ClientExpired(client_id) => entry::Kind::ClientExpired(*client_id),
         };
         Self {
             index: e.index,
@@ -203,6 +243,7 @@ impl TryFrom<curppb::Entry> for Entry {
                 origin: command.origin,
             },
             entry::Kind::ConfChange(change) => EntryKind::ConfChange(change.try_into()?),
+            entry::Kind::ClientExpired(client_id) => EntryKind::ClientExpired(client_id),
         };
         Ok(Self {
             index: e.index,
@@ -226,6 +267,7 @@ impl From<&Rejection> for curppb::Rejection {
             Rejection::LeaderTransfer => rejection::Reason::LeaderTransfer(curppb::Empty {}),
             Rejection::ChangePending => rejection::Reason::ChangePending(curppb::Empty {}),
             Rejection::InvalidChange => rejection::Reason::InvalidChange(curppb::Empty {}),
+            Rejection::LearnerNotReady => rejection::Reason::LearnerNotReady(curppb::Empty {}),
         };
         Self {
             reason: Some(reason),
@@ -248,6 +290,7 @@ impl TryFrom<curppb::Rejection> for Rejection {
             rejection::Reason::LeaderTransfer(curppb::Empty {}) => Rejection::LeaderTransfer,
             rejection::Reason::ChangePending(curppb::Empty {}) => Rejection::ChangePending,
             rejection::Reason::InvalidChange(curppb::Empty {}) => Rejection::InvalidChange,
+            rejection::Reason::LearnerNotReady(curppb::Empty {}) => Rejection::LearnerNotReady,
         })
     }
 }
@@ -468,14 +511,15 @@ pub fn estimated_size(envelope: &Envelope) -> usize {
                     OVERHEAD
                         + match &e.kind {
                             EntryKind::Command { cmd, .. } => command_size(cmd),
-                            EntryKind::Empty | EntryKind::ConfChange(_) => 0,
+                            EntryKind::ConfChange(change) => conf_change_size(change),
+                            EntryKind::Empty | EntryKind::ClientExpired(_) => 0,
                         }
                 })
                 .sum(),
             Message::VoteResponse { witness, .. } => witness.iter().map(command_size).sum(),
             Message::Snapshot {
                 data, membership, ..
-            } => data.len() + (membership.voters.len() + membership.learners.len()) * 11,
+            } => data.len() + membership_size(membership),
             Message::Propose { cmd, .. } => command_size(cmd),
             Message::AppendResponse { .. }
             | Message::PersistAck { .. }
@@ -485,6 +529,26 @@ pub fn estimated_size(envelope: &Envelope) -> usize {
             | Message::ReadIndex { .. }
             | Message::ReadIndexResponse { .. } => 0,
         }
+}
+
+/// About the encoded size of a membership.
+fn membership_size(m: &Membership) -> usize {
+    (m.voters.len() + m.learners.len()) * 11
+        + m.peers
+            .values()
+            .map(|urls| 11 + urls.iter().map(|u| u.len() + 2).sum::<usize>())
+            .sum::<usize>()
+}
+
+/// About the encoded size of a membership change.
+fn conf_change_size(change: &ConfChange) -> usize {
+    match change {
+        ConfChange::Add { peer_urls, .. } | ConfChange::Update { peer_urls, .. } => {
+            16 + peer_urls.iter().map(|u| u.len() + 2).sum::<usize>()
+        }
+        ConfChange::Set(m) => membership_size(m),
+        ConfChange::AddLearner(_) | ConfChange::Promote(_) | ConfChange::Remove(_) => 11,
+    }
 }
 
 #[cfg(test)]
@@ -562,11 +626,36 @@ mod tests {
         }
     }
 
+    fn urls(rng: &mut Rng) -> Vec<String> {
+        (0..rng.below(3))
+            .map(|_| format!("http://h{}:{}", rng.num(), rng.below(65536)))
+            .collect()
+    }
+
+    fn membership(rng: &mut Rng) -> Membership {
+        Membership {
+            voters: rng.set(),
+            learners: rng.set(),
+            version: rng.num(),
+            peers: (0..rng.below(4)).map(|_| (rng.num(), urls(rng))).collect(),
+        }
+    }
+
     fn conf_change(rng: &mut Rng) -> ConfChange {
-        match rng.below(3) {
+        match rng.below(6) {
             0 => ConfChange::AddLearner(rng.num()),
             1 => ConfChange::Promote(rng.num()),
-            _ => ConfChange::Remove(rng.num()),
+            2 => ConfChange::Remove(rng.num()),
+            3 => ConfChange::Add {
+                id: rng.num(),
+                peer_urls: urls(rng),
+                learner: rng.bool(),
+            },
+            4 => ConfChange::Update {
+                id: rng.num(),
+                peer_urls: urls(rng),
+            },
+            _ => ConfChange::Set(membership(rng)),
         }
     }
 
@@ -587,7 +676,7 @@ mod tests {
     }
 
     fn rejection(rng: &mut Rng) -> Rejection {
-        match rng.below(5) {
+        match rng.below(6) {
             0 => Rejection::NotLeader {
                 leader: rng.option(),
                 term: rng.num(),
@@ -595,6 +684,7 @@ mod tests {
             1 => Rejection::WrongClusterVersion { version: rng.num() },
             2 => Rejection::LeaderTransfer,
             3 => Rejection::ChangePending,
+            4 => Rejection::LearnerNotReady,
             _ => Rejection::InvalidChange,
         }
     }
@@ -639,11 +729,7 @@ mod tests {
                 term: rng.num(),
                 index: rng.num(),
                 index_term: rng.num(),
-                membership: Membership {
-                    voters: rng.set(),
-                    learners: rng.set(),
-                    version: rng.num(),
-                },
+                membership: membership(rng),
                 data: Bytes::from(rng.bytes(128)),
             },
             6 => Message::TimeoutNow { term: rng.num() },
@@ -715,8 +801,8 @@ mod tests {
             reasons.insert(discriminant(&rejection(&mut rng)));
         }
         assert_eq!(kinds.len(), 3);
-        assert_eq!(changes.len(), 3);
-        assert_eq!(reasons.len(), 5);
+        assert_eq!(changes.len(), 6);
+        assert_eq!(reasons.len(), 6);
     }
 
     #[test]
@@ -853,6 +939,7 @@ mod tests {
             voters: vec![3, 1, 3],
             learners: vec![],
             version: 2,
+            peers: vec![],
         };
         let membership = Membership::from(wire);
         assert_eq!(membership.voters, BTreeSet::from([1, 3]));

@@ -278,6 +278,11 @@ impl Transport for GrpcTransport {
         }
     }
 
+    fn connected_since(&self, peer: NodeId) -> Option<std::time::Instant> {
+        let peers = self.peers.read();
+        *peers.get(&peer)?.stats.since.lock()
+    }
+
     fn set_peers(&self, peers: &BTreeMap<NodeId, Vec<String>>) {
         let mut current = self.peers.write();
         current.retain(|id, _| peers.contains_key(id) && *id != self.self_id);

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::core::{Envelope, NodeId};
 
+pub mod client_service;
 pub mod grpc;
 pub mod mem;
 
@@ -19,4 +20,9 @@ pub trait Transport: Send + Sync + 'static {
     fn send(&self, messages: Vec<Envelope>);
     /// Replaces the set of peers: member id -> peer URLs (`"http://host:port"`).
     fn set_peers(&self, peers: &BTreeMap<NodeId, Vec<String>>);
+    /// Since when the link to `peer` is up without interruption (etcd's "active since");
+    /// `None` while it is down, or when the transport does not track connections.
+    fn connected_since(&self, _peer: NodeId) -> Option<std::time::Instant> {
+        None
+    }
 }

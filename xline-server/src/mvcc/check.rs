@@ -150,6 +150,19 @@ pub fn txn_is_read_only(req: &TxnRequest) -> bool {
         })
 }
 
+/// True when some branch of the txn, at any depth, puts a key (what etcd's quota counts, and
+/// what a NOSPACE alarm refuses).
+pub fn txn_has_puts(req: &TxnRequest) -> bool {
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .any(|op| match &op.request {
+            Some(request_op::Request::RequestPut(_)) => true,
+            Some(request_op::Request::RequestTxn(t)) => txn_has_puts(t),
+            _ => false,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

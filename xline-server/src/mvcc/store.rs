@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use parking_lot::RwLock;
 use prost::Message;
 use tokio::sync::watch;
+use xline_proto::etcdserverpb::{AlarmMember, AlarmResponse};
 use xline_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
     LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
@@ -50,6 +51,13 @@ pub enum CommandResponse {
     LeaseRevoke(LeaseRevokeResponse),
     /// A member's published attributes were stored.
     MemberPublished,
+    /// `Maintenance.Alarm` activate or deactivate: the alarm concerned (none when deactivating
+    /// an alarm that was not raised), as etcd answers.
+    Alarm(AlarmResponse),
+    /// The downgrade state was set.
+    DowngradeSet,
+    /// An Auth service mutation or Authenticate.
+    Auth(crate::auth::AuthApplied),
 }
 
 /// What applying a command gives its proposer: a response, or the etcd error it failed with.
@@ -61,6 +69,8 @@ struct State {
     /// The latest scheduled compaction (-1: none); reads below it fail.
     compact_rev: i64,
     applied_index: u64,
+    /// Raised alarms, ordered by member then type (the `Alarm` table, in memory).
+    alarms: Vec<AlarmMember>,
 }
 
 /// A physical compaction to run: the revision and the revisions at or below it to keep.
@@ -95,6 +105,8 @@ pub struct KvStore {
     events: tokio::sync::broadcast::Sender<Arc<AppliedEvents>>,
     /// Leases; changed only by [`KvStore::apply`], except for deadlines.
     lessor: Arc<Lessor>,
+    /// Users, roles, the auth switch and tokens; changed only by [`KvStore::apply`].
+    auth: Arc<crate::auth::AuthStore>,
 }
 
 impl Drop for KvStore {
@@ -177,6 +189,8 @@ impl KvStore {
             }
         }
         let lessor = Arc::new(Lessor::new(restore_leases(&*backend, key_leases)?));
+        let auth = Arc::new(crate::auth::AuthStore::open(&*backend, applied_index)?);
+        let alarms = maintenance::load_alarms(&*backend)?;
         let mut resume = None;
         if scheduled >= 0 {
             let keep = index.compact(scheduled);
@@ -215,13 +229,20 @@ impl KvStore {
                 current_rev,
                 compact_rev: scheduled,
                 applied_index,
+                alarms,
             }),
             compactor: parking_lot::Mutex::new(Some(tx)),
             compactor_thread: parking_lot::Mutex::new(Some(thread)),
             finished_compaction: done_rx,
             events: tokio::sync::broadcast::channel(EVENT_CHANNEL_CAPACITY).0,
             lessor,
+            auth,
         }))
+    }
+
+    /// Users, roles and tokens.
+    pub fn auth(&self) -> &Arc<crate::auth::AuthStore> {
+        &self.auth
     }
 
     /// The leases.
@@ -288,7 +309,25 @@ impl KvStore {
         let mut compactions = Vec::new();
         let mut events = Vec::new();
         let mut outputs = Vec::with_capacity(batch.len());
-        for (_, cmd) in batch {
+        for (index, cmd) in batch {
+            if let Some(request) = &cmd.request {
+                // etcd's auth applier: the user's permissions as of this entry.
+                let keys_of = |id: i64| {
+                    leases
+                        .get(id)
+                        .map(|l| l.keys().map(<[u8]>::to_vec).collect())
+                        .unwrap_or_default()
+                };
+                if let Err(e) = self.auth.check_apply(request, cmd.auth.as_ref(), keys_of) {
+                    outputs.push(Err(e));
+                    continue;
+                }
+                if request.is_auth() {
+                    let applied = self.auth.apply(request, cmd.auth.as_ref(), *index, &mut wb);
+                    outputs.push(applied.map(CommandResponse::Auth));
+                    continue;
+                }
+            }
             let mut applier = Applier {
                 backend: &*self.backend,
                 main: st.current_rev + 1,
@@ -342,6 +381,7 @@ impl KvStore {
                 return Err(ServerError::Corrupt("the compactor stopped".into()));
             }
         }
+        self.auth.set_applied(last_index);
         Ok(outputs)
     }
 
@@ -507,6 +547,7 @@ fn header(revision: i64) -> Option<ResponseHeader> {
 
 impl Applier<'_> {
     fn apply(&mut self, cmd: &Command) -> Result<CommandResponse, ServerError> {
+        maintenance::check_alarms(&self.st.alarms, cmd)?;
         match &cmd.request {
             Some(Request::Put(req)) => {
                 self.check_lease(req.lease)?;
@@ -531,6 +572,34 @@ impl Applier<'_> {
                 );
                 Ok(CommandResponse::MemberPublished)
             }
+            Some(Request::Alarm(req)) => {
+                maintenance::apply_alarm(&mut self.st.alarms, self.wb, req).map(|alarms| {
+                    CommandResponse::Alarm(AlarmResponse {
+                        header: header(self.st.current_rev),
+                        alarms,
+                    })
+                })
+            }
+            Some(Request::Downgrade(info)) => {
+                maintenance::apply_downgrade(self.wb, info);
+                Ok(CommandResponse::DowngradeSet)
+            }
+            Some(
+                Request::AuthEnable(_)
+                | Request::AuthDisable(_)
+                | Request::Authenticate(_)
+                | Request::UserAdd(_)
+                | Request::UserDelete(_)
+                | Request::UserChangePassword(_)
+                | Request::UserGrantRole(_)
+                | Request::UserRevokeRole(_)
+                | Request::RoleAdd(_)
+                | Request::RoleDelete(_)
+                | Request::RoleGrantPermission(_)
+                | Request::RoleRevokePermission(_),
+            ) => Err(ServerError::Corrupt(
+                "auth commands are applied by the auth store".into(),
+            )),
             None => Err(ServerError::Corrupt("command without a request".into())),
         }
     }
@@ -916,6 +985,10 @@ fn read_txn(
         responses,
     })
 }
+
+/// Alarms, the downgrade state and hashes of the store (the Maintenance service's side).
+#[path = "store_maintenance.rs"]
+pub mod maintenance;
 
 /// Whole-store images for consensus snapshots (`KvStore::snapshot`, `KvStore::restore`).
 #[path = "store_snapshot.rs"]

@@ -97,6 +97,7 @@ impl KvStore {
 
         // Rebuild exactly as at startup, then take over what was rebuilt.
         let fresh = KvStore::open(Arc::clone(&self.backend))?;
+        self.auth.reload(&*self.backend, index)?;
         std::mem::swap(&mut *st, &mut *fresh.state.write());
         let was_primary = self.lessor.lock().is_primary();
         std::mem::swap(&mut *self.lessor.lock(), &mut *fresh.lessor.lock());
@@ -110,6 +111,25 @@ impl KvStore {
         self.lessor.granted();
         self.lessor.revoked();
         Ok(())
+    }
+
+    /// Installs `image` (from [`KvStore::snapshot`], e.g. out of `etcdctl snapshot save`) as the
+    /// starting state of a member of a new cluster (`xline snapshot restore`): everything but
+    /// the published members (the new cluster's members publish themselves), with applied index
+    /// 0, since the new cluster's log starts empty. Keys, revisions, the compaction point,
+    /// leases and alarms are kept.
+    pub fn restore_for_new_cluster(&self, image: &[u8]) -> Result<(), ServerError> {
+        let mut image = StoreImage::decode(image)
+            .map_err(|e| ServerError::Corrupt(format!("store image: {e}")))?;
+        image.tables.retain(|t| t.name != Table::Members.name());
+        image
+            .tables
+            .iter_mut()
+            .filter(|t| t.name == Table::Meta.name())
+            .for_each(|t| {
+                t.pairs.retain(|p| p.key != META_APPLIED_INDEX);
+            });
+        self.restore(&image.encode_to_vec(), 0)
     }
 
     /// Waits until the compactor has finished every compaction up to `rev` (or has stopped).

@@ -6,8 +6,9 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 use xline_proto::etcdserverpb::kv_server::Kv;
 use xline_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse, request_op,
+    AlarmRequest, AlarmType, CompactionRequest, CompactionResponse, DeleteRangeRequest,
+    DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
+    TxnRequest, TxnResponse, alarm_request, request_op,
 };
 
 use crate::command::{self, Command};
@@ -36,17 +37,36 @@ impl KvService {
         Ok(())
     }
 
-    /// Rejects a write that adds data once the backend is over its quota.
-    fn check_quota(&self, req: &impl Message) -> Result<(), ServerError> {
+    /// Rejects a write that adds data once the backend is over its quota, raising this
+    /// member's NOSPACE alarm through consensus first, as etcd's quota check does (every member
+    /// then refuses such writes until the alarm is disarmed).
+    async fn check_quota(&self, req: &impl Message) -> Result<(), ServerError> {
         let size = self.ctx.store.backend().size()?;
-        if size.saturating_add(req.encoded_len() as u64) > self.ctx.config.quota_bytes() {
-            return Err(EtcdError::NoSpace.into());
+        if size.saturating_add(req.encoded_len() as u64) <= self.ctx.config.quota_bytes() {
+            return Ok(());
         }
-        Ok(())
+        let alarm = AlarmRequest {
+            action: alarm_request::AlarmAction::Activate as i32,
+            member_id: self.ctx.member.id,
+            alarm: AlarmType::Nospace as i32,
+        };
+        // As etcd, the write is refused whether or not raising the alarm worked.
+        if let Err(e) = self.propose(command::Request::Alarm(alarm), None).await {
+            tracing::warn!(error = %e, "could not raise the NOSPACE alarm");
+        }
+        Err(EtcdError::NoSpace.into())
     }
 
-    async fn propose(&self, request: command::Request) -> Result<CommandResponse, ServerError> {
-        let output = self.ctx.node.propose(Command::new(request)).await?;
+    async fn propose(
+        &self,
+        request: command::Request,
+        auth: Option<crate::auth::AuthHeader>,
+    ) -> Result<CommandResponse, ServerError> {
+        let output = self
+            .ctx
+            .node
+            .propose(Command::with_auth(request, auth))
+            .await?;
         Ok(output?)
     }
 
@@ -90,8 +110,12 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
-        let req = request.into_inner();
+        let (md, _, req) = request.into_parts();
         check::check_range(&req).map_err(ServerError::from)?;
+        let auth = self.ctx.store.auth();
+        auth.check_read(&md, &req.key, &req.range_end)
+            .await
+            .map_err(ServerError::from)?;
         if !req.serializable {
             // Linearizable: a read index confirmed by the leader, applied here (CURP.md D8).
             self.ctx
@@ -106,11 +130,18 @@ impl Kv for KvService {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let req = request.into_inner();
+        let (md, _, req) = request.into_parts();
         check::check_put(&req).map_err(ServerError::from)?;
+        let auth = self
+            .ctx
+            .store
+            .auth()
+            .proposal_header(&md)
+            .await
+            .map_err(ServerError::from)?;
         self.check_size(&req).map_err(ServerError::from)?;
-        self.check_quota(&req)?;
-        match self.propose(command::Request::Put(req)).await? {
+        self.check_quota(&req).await?;
+        match self.propose(command::Request::Put(req), auth).await? {
             CommandResponse::Put(mut resp) => {
                 self.fill(&mut resp.header);
                 Ok(Response::new(resp))
@@ -123,10 +154,20 @@ impl Kv for KvService {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        let req = request.into_inner();
+        let (md, _, req) = request.into_parts();
         check::check_delete(&req).map_err(ServerError::from)?;
+        let auth = self
+            .ctx
+            .store
+            .auth()
+            .proposal_header(&md)
+            .await
+            .map_err(ServerError::from)?;
         self.check_size(&req).map_err(ServerError::from)?;
-        match self.propose(command::Request::DeleteRange(req)).await? {
+        match self
+            .propose(command::Request::DeleteRange(req), auth)
+            .await?
+        {
             CommandResponse::DeleteRange(mut resp) => {
                 self.fill(&mut resp.header);
                 Ok(Response::new(resp))
@@ -136,9 +177,22 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        let req = request.into_inner();
+        let (md, _, req) = request.into_parts();
         check::check_txn(&req, self.ctx.config.max_txn_ops).map_err(ServerError::from)?;
+        let auth = self
+            .ctx
+            .store
+            .auth()
+            .proposal_header(&md)
+            .await
+            .map_err(ServerError::from)?;
         let mut resp = if check::txn_is_read_only(&req) {
+            self.ctx
+                .store
+                .auth()
+                .check_txn(&md, &req)
+                .await
+                .map_err(ServerError::from)?;
             // etcd serves read-only txns as linearizable reads.
             self.ctx
                 .node
@@ -149,9 +203,9 @@ impl Kv for KvService {
         } else {
             self.check_size(&req).map_err(ServerError::from)?;
             if has_puts(&req) {
-                self.check_quota(&req)?;
+                self.check_quota(&req).await?;
             }
-            match self.propose(command::Request::Txn(req)).await? {
+            match self.propose(command::Request::Txn(req), auth).await? {
                 CommandResponse::Txn(resp) => resp,
                 _ => return Err(unexpected("txn").into()),
             }
@@ -164,10 +218,20 @@ impl Kv for KvService {
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        let req = request.into_inner();
+        let (md, _, req) = request.into_parts();
+        let auth = self
+            .ctx
+            .store
+            .auth()
+            .proposal_header(&md)
+            .await
+            .map_err(ServerError::from)?;
         let physical = req.physical;
         let revision = req.revision;
-        match self.propose(command::Request::Compaction(req)).await? {
+        match self
+            .propose(command::Request::Compaction(req), auth)
+            .await?
+        {
             CommandResponse::Compaction(mut resp) => {
                 if physical {
                     self.ctx.store.wait_compacted(revision).await;

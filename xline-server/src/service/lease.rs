@@ -85,13 +85,45 @@ impl LeaseService {
     }
 
     async fn propose(&self, request: command::Request) -> Result<CommandResponse, ServerError> {
+        self.propose_as(request, None).await
+    }
+
+    /// [`Self::propose`] on behalf of a client's user (`crate::auth`).
+    async fn propose_as(
+        &self,
+        request: command::Request,
+        auth: Option<crate::auth::AuthHeader>,
+    ) -> Result<CommandResponse, ServerError> {
         let output = self
             .ctx
             .node
-            .propose(Command::new(request))
+            .propose(Command::with_auth(request, auth))
             .await
             .map_err(|e| ServerError::Consensus(e.to_string()))?;
         Ok(output?)
+    }
+
+    /// With auth enabled, the request's user must be able to read every key attached to the
+    /// leases (etcd's `checkLeaseTimeToLive` and `checkLeaseLeases`), or be an admin.
+    async fn check_lease_keys(
+        &self,
+        md: &tonic::metadata::MetadataMap,
+        ids: &[i64],
+    ) -> Result<(), ServerError> {
+        let auth = self.ctx.store.auth();
+        if !auth.is_enabled() {
+            return Ok(());
+        }
+        let keys: Vec<Vec<u8>> = {
+            let table = self.ctx.store.lessor().lock();
+            ids.iter()
+                .filter_map(|id| table.get(*id))
+                .flat_map(|lease| lease.keys().map(<[u8]>::to_vec))
+                .collect()
+        };
+        auth.check_keys(md, crate::auth::Access::Read, &keys)
+            .await
+            .map_err(ServerError::from)
     }
 
     /// An id for a grant that did not choose one; skips ids in use (the grant still fails if
@@ -241,6 +273,8 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let auth = self.ctx.store.auth().check_user(request.metadata()).await;
+        auth.map_err(ServerError::from)?;
         let mut req = request.into_inner();
         // Applying checks it too; refusing here saves a proposal.
         if req.ttl > MAX_LEASE_TTL {
@@ -263,8 +297,18 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let auth = self
+            .ctx
+            .store
+            .auth()
+            .proposal_header(request.metadata())
+            .await;
+        let auth = auth.map_err(ServerError::from)?;
         let req = request.into_inner();
-        match self.propose(command::Request::LeaseRevoke(req)).await? {
+        match self
+            .propose_as(command::Request::LeaseRevoke(req), auth)
+            .await?
+        {
             CommandResponse::LeaseRevoke(mut resp) => {
                 let revision = resp.header.as_ref().map_or(0, |h| h.revision);
                 resp.header = Some(self.ctx.header(revision));
@@ -290,6 +334,8 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        self.check_lease_keys(request.metadata(), &[request.get_ref().id])
+            .await?;
         let req = request.into_inner();
         // Remaining TTLs are known to the leader only (followers' leases never expire).
         if self.ctx.node.role().borrow().role != curp::core::Role::Leader {
@@ -323,8 +369,10 @@ impl Lease for LeaseService {
 
     async fn lease_leases(
         &self,
-        _request: Request<LeaseLeasesRequest>,
+        request: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        let all = self.ctx.store.lessor().lock().ids_by_expiry();
+        self.check_lease_keys(request.metadata(), &all).await?;
         // The applied leases of this member (see the module docs). On a follower no lease has
         // a deadline, so they come in id order; the leader's come soonest expiry first.
         let ids = self.ctx.store.lessor().lock().ids_by_expiry();

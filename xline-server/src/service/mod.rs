@@ -2,6 +2,7 @@
 //! `crate::status`). Services not listed here are not routed, so tonic answers their RPCs with
 //! `Unimplemented`, the code clients feature-detect on.
 
+mod auth;
 mod cluster;
 mod concurrency;
 mod election;
@@ -11,6 +12,7 @@ mod lock;
 mod maintenance;
 mod watch;
 
+pub use auth::AuthService;
 pub use cluster::ClusterService;
 pub use concurrency::LocalClient;
 pub use election::ElectionService;

@@ -38,7 +38,8 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let responses = self.hub.open_stream(request.into_inner());
+        let token = crate::auth::AuthStore::token_of(request.metadata());
+        let responses = self.hub.open_stream_as(request.into_inner(), token);
         Ok(Response::new(ReceiverStream::new(responses)))
     }
 }

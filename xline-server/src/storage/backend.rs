@@ -124,6 +124,15 @@ pub trait Backend: Send + Sync + 'static {
     /// Bytes the engine occupies on disk (or in memory for the memory backend).
     fn size(&self) -> Result<u64, BackendError>;
 
+    /// Bytes of [`Backend::size`] that hold data; the rest is free space inside the files that
+    /// [`Backend::defragment`] can give back (etcd's "in use" size).
+    fn size_in_use(&self) -> Result<u64, BackendError>;
+
+    /// Gives the engine's free space back to the file system (etcd's defragmentation) and makes
+    /// every batch written so far durable. Reads and writes wait while it runs; the contents
+    /// are unchanged.
+    fn defragment(&self) -> Result<(), BackendError>;
+
     /// The engine's name as selected with `--backend` (`redb`, `sled`, `memory`).
     fn name(&self) -> &'static str;
 }

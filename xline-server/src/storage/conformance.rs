@@ -397,6 +397,68 @@ pub(super) fn check_many_keys_in_one_batch(open: Factory<'_>) {
     assert!(b.range(Table::Meta, b"", b"", 0).expect("range").is_empty());
 }
 
+/// Writes 4 MiB in 512 keys, deletes all but every eighth, and returns the backend with the
+/// keys that are left.
+fn fill_and_thin(b: &dyn Backend) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut batch = WriteBatch::new();
+    for i in 0u32..512 {
+        batch.put(Table::Kv, i.to_be_bytes(), vec![i as u8; 8 * 1024]);
+    }
+    b.write(batch, true).expect("write");
+    let mut batch = WriteBatch::new();
+    for i in (0u32..512).filter(|i| i % 8 != 0) {
+        batch.delete(Table::Kv, i.to_be_bytes());
+    }
+    b.write(batch, false).expect("write");
+    (0u32..512)
+        .filter(|i| i % 8 == 0)
+        .map(|i| (i.to_be_bytes().to_vec(), vec![i as u8; 8 * 1024]))
+        .collect()
+}
+
+pub(super) fn check_defragment_keeps_contents(open: Factory<'_>) {
+    let dir = tempdir();
+    let b = open(dir.path());
+    let left = fill_and_thin(&*b);
+    put(&*b, Table::Meta, b"m", b"1");
+    b.defragment().expect("defragment");
+    assert_eq!(b.range(Table::Kv, b"", b"", 0).expect("range"), left);
+    assert_eq!(get(&*b, Table::Meta, b"m"), Some(b"1".to_vec()));
+    let size = b.size().expect("size");
+    let in_use = b.size_in_use().expect("size in use");
+    assert!(in_use <= size, "in use {in_use} > size {size}");
+    assert!(
+        in_use >= 64 * 8 * 1024,
+        "64 values of 8 KiB stored, in use {in_use}"
+    );
+    // Writes go on after it.
+    put(&*b, Table::Kv, b"after", b"a");
+    assert_eq!(get(&*b, Table::Kv, b"after"), Some(b"a".to_vec()));
+}
+
+pub(super) fn check_reopen_after_defragment(open: Factory<'_>) {
+    let dir = tempdir();
+    let left = {
+        let b = open(dir.path());
+        let left = fill_and_thin(&*b);
+        // Not durable by itself: defragmenting makes it so.
+        b.write(
+            {
+                let mut batch = WriteBatch::new();
+                batch.put(Table::Meta, b"m".to_vec(), b"2".to_vec());
+                batch
+            },
+            false,
+        )
+        .expect("write");
+        b.defragment().expect("defragment");
+        left
+    };
+    let b = open(dir.path());
+    assert_eq!(b.range(Table::Kv, b"", b"", 0).expect("range"), left);
+    assert_eq!(get(&*b, Table::Meta, b"m"), Some(b"2".to_vec()));
+}
+
 /// The tests every engine runs; expects a `factory` function in scope.
 macro_rules! common_tests {
     () => {
@@ -436,6 +498,10 @@ macro_rules! common_tests {
         fn many_keys_in_one_batch() {
             check_many_keys_in_one_batch(&factory);
         }
+        #[test]
+        fn defragment_keeps_contents() {
+            check_defragment_keeps_contents(&factory);
+        }
     };
 }
 
@@ -449,6 +515,10 @@ macro_rules! reopen_tests {
         #[test]
         fn reopen_after_sync() {
             check_reopen_after_sync(&factory);
+        }
+        #[test]
+        fn reopen_after_defragment() {
+            check_reopen_after_defragment(&factory);
         }
     };
 }
@@ -472,6 +542,27 @@ mod redb {
 
     common_tests!();
     reopen_tests!();
+
+    /// redb gives the space of deleted data back: the file shrinks and in-use equals size.
+    #[test]
+    fn defragment_shrinks_the_file() {
+        let dir = tempdir();
+        let b = factory(dir.path());
+        fill_and_thin(&*b);
+        b.sync().expect("sync");
+        let before = b.size().expect("size");
+        let in_use_before = b.size_in_use().expect("size in use");
+        assert!(
+            in_use_before < before,
+            "deleted 7/8 of the data: in use {in_use_before} of {before}"
+        );
+        b.defragment().expect("defragment");
+        let after = b.size().expect("size");
+        assert!(
+            after < before / 2,
+            "file did not shrink: {before} -> {after}"
+        );
+    }
 }
 
 mod sled {

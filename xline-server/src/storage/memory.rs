@@ -102,6 +102,15 @@ impl Backend for MemoryBackend {
         Ok(self.state.read().bytes)
     }
 
+    fn size_in_use(&self) -> Result<u64, BackendError> {
+        self.size()
+    }
+
+    /// Nothing to give back: the maps hold exactly their contents.
+    fn defragment(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
     fn name(&self) -> &'static str {
         "memory"
     }

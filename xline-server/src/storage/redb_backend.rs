@@ -9,10 +9,16 @@
 //! which commits an empty transaction with [`Durability::Immediate`]). redb orders commits, so a
 //! crash loses a suffix of non-durable batches, never a partial batch. Reads run in read
 //! transactions, which are consistent snapshots.
+//!
+//! [`Backend::defragment`] is redb's `Database::compact`, which needs the database to itself:
+//! every read and write holds a shared lock on the database handle for its duration, and
+//! defragmentation takes it exclusively. [`Backend::size_in_use`] is the file size less the
+//! pages redb reports free (`fragmented_bytes`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use parking_lot::RwLock;
 use redb::{Database, Durability, ReadableDatabase, TableDefinition, TableError, WriteTransaction};
 
 use super::backend::{Backend, BackendError, Pair, WriteBatch, WriteOp};
@@ -29,7 +35,8 @@ fn definition(table: Table) -> TableDefinition<'static, &'static [u8], &'static 
 /// A [`Backend`] storing every table in one redb database file.
 #[derive(Debug)]
 pub struct RedbBackend {
-    db: Database,
+    /// Shared by every transaction, exclusive for [`Database::compact`].
+    db: RwLock<Database>,
     path: PathBuf,
 }
 
@@ -46,7 +53,10 @@ impl RedbBackend {
                 .map_err(|e| BackendError::new("open", e))?;
         }
         txn.commit().map_err(|e| BackendError::new("open", e))?;
-        Ok(Self { db, path })
+        Ok(Self {
+            db: RwLock::new(db),
+            path,
+        })
     }
 
     /// The path of the database file.
@@ -67,10 +77,8 @@ impl RedbBackend {
 
 impl Backend for RedbBackend {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| BackendError::new("read", e))?;
+        let db = self.db.read();
+        let txn = db.begin_read().map_err(|e| BackendError::new("read", e))?;
         let t = match txn.open_table(definition(table)) {
             Ok(t) => t,
             Err(TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -90,10 +98,8 @@ impl Backend for RedbBackend {
         if !end.is_empty() && start >= end {
             return Ok(Vec::new());
         }
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| BackendError::new("read", e))?;
+        let db = self.db.read();
+        let txn = db.begin_read().map_err(|e| BackendError::new("read", e))?;
         let t = match txn.open_table(definition(table)) {
             Ok(t) => t,
             Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -120,7 +126,8 @@ impl Backend for RedbBackend {
         } else {
             Durability::None
         };
-        let txn = Self::begin(&self.db, durability)?;
+        let db = self.db.read();
+        let txn = Self::begin(&db, durability)?;
         {
             // Open each table at most once per transaction.
             let mut opened = Vec::with_capacity(Table::ALL.len());
@@ -157,7 +164,8 @@ impl Backend for RedbBackend {
     }
 
     fn sync(&self) -> Result<(), BackendError> {
-        let txn = Self::begin(&self.db, Durability::Immediate)?;
+        let db = self.db.read();
+        let txn = Self::begin(&db, Durability::Immediate)?;
         txn.commit().map_err(|e| BackendError::new("sync", e))
     }
 
@@ -165,6 +173,25 @@ impl Backend for RedbBackend {
         fs::metadata(&self.path)
             .map(|m| m.len())
             .map_err(|e| BackendError::new("size", e))
+    }
+
+    fn size_in_use(&self) -> Result<u64, BackendError> {
+        let size = self.size()?;
+        let db = self.db.read();
+        let txn = db.begin_write().map_err(|e| BackendError::new("size", e))?;
+        let stats = txn.stats().map_err(|e| BackendError::new("size", e))?;
+        txn.abort().map_err(|e| BackendError::new("size", e))?;
+        Ok(size.saturating_sub(stats.fragmented_bytes()))
+    }
+
+    fn defragment(&self) -> Result<(), BackendError> {
+        self.sync()?;
+        let mut db = self.db.write();
+        // `compact` returns whether it moved anything; either way the file is as small as it
+        // gets, and every commit before it is durable.
+        db.compact()
+            .map(drop)
+            .map_err(|e| BackendError::new("defragment", e))
     }
 
     fn name(&self) -> &'static str {

@@ -61,3 +61,5 @@ pub const META_CURRENT_REV: &[u8] = b"current_rev";
 pub const META_SCHEDULED_COMPACT_REV: &[u8] = b"scheduled_compact_rev";
 /// Meta key: the revision of the last compaction whose physical deletion finished (i64 BE).
 pub const META_FINISHED_COMPACT_REV: &[u8] = b"finished_compact_rev";
+/// Meta key: the downgrade state, an encoded `etcdserverpb.DowngradeInfo` (absent: none).
+pub const META_DOWNGRADE: &[u8] = b"downgrade";

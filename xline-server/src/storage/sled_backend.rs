@@ -17,6 +17,11 @@
 //! the disk cache are not flushed, so a flushed batch can still be lost on power failure (it does
 //! survive a process crash). Choose redb when power-loss durability matters. sled 0.34 has not been
 //! released since 2021 and uses about three times the disk space of redb.
+//!
+//! # Defragmentation
+//! sled has no compaction call: it rewrites its segments in the background as they fill with
+//! dead data. [`Backend::defragment`] therefore only flushes, and [`Backend::size_in_use`] is
+//! the size on disk.
 
 use std::fs;
 use std::path::Path;
@@ -135,6 +140,14 @@ impl Backend for SledBackend {
         self.db
             .size_on_disk()
             .map_err(|e| BackendError::new("size", e))
+    }
+
+    fn size_in_use(&self) -> Result<u64, BackendError> {
+        self.size()
+    }
+
+    fn defragment(&self) -> Result<(), BackendError> {
+        self.sync()
     }
 
     fn name(&self) -> &'static str {

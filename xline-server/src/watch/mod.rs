@@ -62,6 +62,10 @@ pub enum WatchError {
     /// The stream already holds `--max-watchers-per-stream` watchers.
     #[error("etcdserver: too many watchers on this watch stream (--max-watchers-per-stream)")]
     TooManyWatchers,
+    /// Auth is enabled and the stream's user may not read the range (etcd's text: the
+    /// gRPC error's full string).
+    #[error("rpc error: code = PermissionDenied desc = etcdserver: permission denied")]
+    PermissionDenied,
 }
 
 /// Serves Watch streams; stops them all at shutdown.
@@ -94,8 +98,18 @@ impl WatchHub {
     where
         S: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
     {
+        self.open_stream_as(requests, None)
+    }
+
+    /// [`Self::open_stream`] for a client whose auth token is `token`: with auth enabled, each
+    /// create request is refused unless the token's user may read the range.
+    pub fn open_stream_as<S>(&self, requests: S, token: Option<String>) -> mpsc::Receiver<WatchItem>
+    where
+        S: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
+    {
         let (tx, rx) = mpsc::channel(OUT_CHANNEL_CAPACITY);
-        let stream = WatchStream::new(Arc::clone(&self.ctx));
+        let mut stream = WatchStream::new(Arc::clone(&self.ctx));
+        stream.token = token;
         let stop = self.stop.subscribe();
         tokio::spawn(stream.run(requests, tx, stop));
         rx
@@ -118,6 +132,8 @@ struct WatchStream {
     /// A progress request waiting for every watcher to have sent everything up to this revision.
     progress_wanted: Option<i64>,
     out: VecDeque<WatchResponse>,
+    /// The client's auth token (`crate::auth`).
+    token: Option<String>,
 }
 
 impl WatchStream {
@@ -131,6 +147,7 @@ impl WatchStream {
             unsynced: false,
             progress_wanted: None,
             out: VecDeque::new(),
+            token: None,
         }
     }
 
@@ -264,6 +281,10 @@ impl WatchStream {
     }
 
     fn create(&mut self, req: &WatchCreateRequest, current: i64) -> Result<i64, WatchError> {
+        let auth = self.ctx.store.auth();
+        if !auth.permits_read(self.token.as_deref(), &req.key, &req.range_end) {
+            return Err(WatchError::PermissionDenied);
+        }
         let range = KeyRange::new(&req.key, &req.range_end)?;
         let limit = self.ctx.config.max_watchers_per_stream;
         // Live watchers only: a compacted watcher's id costs a few bytes until canceled.

@@ -183,6 +183,11 @@ impl Cluster {
         format!("http://127.0.0.1:{}", self.members[i].peer_port)
     }
 
+    /// The `--initial-cluster` every member starts with.
+    pub fn initial_cluster(&self) -> &str {
+        &self.initial
+    }
+
     /// Member `i`'s data directory.
     pub fn data_dir(&self, i: usize) -> PathBuf {
         self.dir.path().join(&self.members[i].name)

@@ -18,6 +18,7 @@ use etcd_client::{Client, ConnectOptions, ResponseHeader};
 use tempfile::TempDir;
 
 pub mod cluster;
+pub mod snapshot;
 
 /// How long a server may take to answer its first Range.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -115,7 +116,12 @@ pub async fn connect(endpoint: &str) -> Client {
 impl TestServer {
     /// Starts a fresh server (new ports, new empty data directory) and waits until it serves.
     pub async fn start(opts: ServerOpts) -> Self {
-        let kind = server_kind();
+        Self::start_kind(server_kind(), opts).await
+    }
+
+    /// [`TestServer::start`] with the server kind given rather than chosen by the environment
+    /// (for tests that compare xline with etcd directly).
+    pub async fn start_kind(kind: ServerKind, opts: ServerOpts) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("xline-test-")
             .tempdir()
@@ -150,6 +156,17 @@ impl TestServer {
     /// The client URL, `http://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The peer URL, `http://127.0.0.1:PORT` (the only member of `--initial-cluster`, named
+    /// [`TestServer::name`]).
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    /// The member name (`--name`).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The client port.

@@ -267,6 +267,47 @@ fn origin_commits_from_persist_acks() {
     assert!(applied(&c, 3));
 }
 
+/// O1: when the origin's acknowledgements are lost, the leader's commit reaches the origin as
+/// soon as the leader commits, not with the next heartbeat; members that wait for nothing get
+/// no extra message.
+#[test]
+fn leader_pushes_commit_to_waiting_origin() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.heartbeat(1);
+    let a = cmd(1, 1, "a");
+    c.step(
+        2,
+        Input::Propose {
+            cmd: a.clone(),
+            fast: false,
+        },
+    );
+    let mut heartbeats_to_3 = 0;
+    while let Some(env) = c.queue.pop_front() {
+        match &env.msg {
+            Message::PersistAck { .. } => continue,
+            Message::Append { entries, .. } if entries.is_empty() && env.to == 3 => {
+                heartbeats_to_3 += 1;
+            }
+            _ => {}
+        }
+        let to = env.to;
+        c.core(to).step(Input::Message(env));
+        c.process(to);
+    }
+    let applied = |c: &Cluster, id| c.applied_ids(id).iter().any(|x| x.1 == Some(a.id));
+    assert!(applied(&c, 1));
+    assert!(
+        applied(&c, 2),
+        "the origin learned the commit without acknowledgements or a heartbeat"
+    );
+    assert!(!applied(&c, 3), "member 3 waits for the next heartbeat");
+    assert_eq!(heartbeats_to_3, 0);
+    c.heartbeat(1);
+    assert!(applied(&c, 3));
+}
+
 /// D2: acknowledgements of an older term never commit (the acked entry may be overwritten).
 #[test]
 fn origin_ignores_acks_of_other_terms() {
@@ -452,4 +493,220 @@ fn witness_purged_on_apply() {
     c.restart(2);
     assert!(c.cores[&2].witness_records().is_empty());
     assert_eq!(c.cores[&2].status().role, Role::Follower);
+}
+
+/// Whether any member's witness holds a record of client `client_id`.
+fn witnessed_client(c: &Cluster, client_id: u64) -> Vec<u64> {
+    c.cores
+        .iter()
+        .filter(|(_, core)| {
+            core.witness_records()
+                .iter()
+                .any(|r| r.id.client_id == client_id)
+        })
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+/// P3, DD4: a client's id lease expires. The leader replicates the expiry; once applied, every
+/// member purges the client's witness records, refuses new ones, and flags any later copy of
+/// its commands duplicate (the dedup table keeps a tombstone). Other members ignore the input.
+#[test]
+fn client_expiry_purges_witnesses_and_dedup_state() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.heartbeat(1);
+    // An applied command of client 5, and an orphan (recorded, never proposed).
+    let done = cmd(5, 1, "a");
+    c.step(
+        1,
+        Input::Propose {
+            cmd: done.clone(),
+            fast: false,
+        },
+    );
+    c.stabilize();
+    c.heartbeat(1);
+    let orphan = cmd(5, 2, "b");
+    let other = cmd(6, 1, "c");
+    for id in 1..=3 {
+        record(&mut c, id, &orphan);
+        record(&mut c, id, &other);
+    }
+    assert_eq!(witnessed_client(&c, 5), vec![1, 2, 3]);
+    // A follower does not track client leases.
+    let last = c.cores[&2].status().last_index;
+    c.step(2, Input::ExpireClient { client_id: 5 });
+    c.stabilize();
+    assert_eq!(c.cores[&2].status().last_index, last);
+    c.step(1, Input::ExpireClient { client_id: 5 });
+    c.stabilize();
+    c.heartbeat(1);
+    for id in 1..=3 {
+        let expired = c
+            .out(id)
+            .committed
+            .iter()
+            .any(|e| e.entry.kind == EntryKind::ClientExpired(5));
+        assert!(expired, "member {id} applied the expiry");
+    }
+    assert!(witnessed_client(&c, 5).is_empty(), "records purged");
+    assert_eq!(
+        witnessed_client(&c, 6),
+        vec![1, 2, 3],
+        "other clients untouched"
+    );
+    // Expiring twice appends nothing.
+    let last = c.cores[&1].status().last_index;
+    c.step(1, Input::ExpireClient { client_id: 5 });
+    assert_eq!(c.cores[&1].status().last_index, last);
+    // New records of the client are refused; late copies of its commands never execute.
+    record(&mut c, 2, &cmd(5, 3, "d"));
+    assert_eq!(recorded(&c, 2).last(), Some(&false));
+    for late in [done.clone(), cmd(5, 3, "d")] {
+        c.step(
+            1,
+            Input::Propose {
+                cmd: late.clone(),
+                fast: false,
+            },
+        );
+        c.stabilize();
+        let flagged = c
+            .applied_ids(1)
+            .iter()
+            .filter(|x| x.1 == Some(late.id))
+            .all(|x| x.2 || late.id == done.id && x.0 < 10);
+        assert!(flagged, "{:?} executed after its client expired", late.id);
+    }
+    let executions = c
+        .applied_ids(1)
+        .iter()
+        .filter(|x| x.1 == Some(done.id) && !x.2)
+        .count();
+    assert_eq!(executions, 1);
+}
+
+/// DD4: a new leader that has not applied the expiry yet may still collect the expired
+/// client's records from the majority's pools and re-append them; the expiry precedes them in
+/// the log, so they are flagged duplicate and never execute.
+#[test]
+fn records_of_an_expired_client_never_execute_after_failover() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.heartbeat(1);
+    let orphan = cmd(5, 1, "a");
+    for id in 1..=3 {
+        record(&mut c, id, &orphan);
+    }
+    // The followers persist the expiry but do not learn that it committed.
+    c.step(1, Input::ExpireClient { client_id: 5 });
+    c.stabilize();
+    assert!(
+        c.cores[&2]
+            .witness_records()
+            .iter()
+            .any(|r| r.id == orphan.id)
+    );
+    c.isolated.insert(1);
+    c.tick(3, 10);
+    c.elect(2);
+    c.heartbeat(2);
+    for id in [2, 3] {
+        let copies: Vec<bool> = c
+            .applied_ids(id)
+            .iter()
+            .filter(|x| x.1 == Some(orphan.id))
+            .map(|x| x.2)
+            .collect();
+        assert!(
+            !copies.is_empty() && copies.iter().all(|dup| *dup),
+            "member {id}: the recovered copy must be applied as a duplicate: {copies:?}"
+        );
+    }
+    assert!(witnessed_client(&c, 5).is_empty());
+}
+
+/// DD4: compaction never loses dedup state of a live client: after a snapshot, a retry of any
+/// executed id at or above the client's `first_incomplete` is still a duplicate, on the member
+/// that compacted, after its restart, and on a member that installs the snapshot.
+#[test]
+fn compaction_keeps_dedup_state_of_live_clients() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.heartbeat(1);
+    c.isolated.insert(3);
+    let mut executed = Vec::new();
+    for seq in 1..=6u64 {
+        let mut x = cmd(7, seq, &format!("k{seq}"));
+        // The client consumed the replies below 4 only.
+        x.first_incomplete = seq.min(4);
+        c.step(
+            1,
+            Input::Propose {
+                cmd: x.clone(),
+                fast: false,
+            },
+        );
+        c.stabilize();
+        executed.push(x);
+    }
+    c.heartbeat(1);
+    let applied = c.cores[&1].status().applied;
+    for id in [1, 2] {
+        c.step(
+            id,
+            Input::SnapshotTaken {
+                index: applied,
+                data: bytes::Bytes::from_static(b"sm"),
+            },
+        );
+        assert_eq!(c.cores[&id].snapshot_boundary().0, applied);
+    }
+    c.restart(2);
+    c.isolated.remove(&3);
+    c.heartbeat(1);
+    c.heartbeat(1);
+    assert_eq!(
+        c.out(3).installed.len(),
+        1,
+        "member 3 installed the snapshot"
+    );
+    for x in &executed {
+        for id in 1..=3 {
+            c.step(
+                id,
+                Input::Record {
+                    cmd: x.clone(),
+                    term: c.cores[&id].status().term,
+                    cluster_version: c.cores[&id].status().membership.version,
+                },
+            );
+            assert_eq!(
+                recorded(&c, id).last(),
+                Some(&false),
+                "member {id} accepted a record of executed {:?}",
+                x.id
+            );
+        }
+        c.step(
+            1,
+            Input::Propose {
+                cmd: x.clone(),
+                fast: false,
+            },
+        );
+        c.stabilize();
+        c.heartbeat(1);
+        for id in 1..=3 {
+            let last = c.out(id).committed.iter().rev().find(
+                |e| matches!(&e.entry.kind, EntryKind::Command { cmd, .. } if cmd.id == x.id),
+            );
+            assert!(
+                last.is_some_and(|e| e.duplicate),
+                "member {id}: retry of {:?} not flagged duplicate",
+                x.id
+            );
+        }
+    }
 }

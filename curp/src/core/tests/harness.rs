@@ -60,6 +60,7 @@ pub(crate) fn voters(n: u64) -> Membership {
         voters: (1..=n).collect(),
         learners: BTreeSet::new(),
         version: 0,
+        peers: Default::default(),
     }
 }
 

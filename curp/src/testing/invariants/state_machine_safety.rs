@@ -18,6 +18,8 @@ pub enum Digest {
     Command(ProposeId),
     /// A membership change.
     ConfChange,
+    /// A client-id lease expiry.
+    ClientExpired(u64),
 }
 
 impl Digest {
@@ -27,6 +29,7 @@ impl Digest {
             EntryKind::Empty => Digest::Empty,
             EntryKind::Command { cmd, .. } => Digest::Command(cmd.id),
             EntryKind::ConfChange(_) => Digest::ConfChange,
+            EntryKind::ClientExpired(client_id) => Digest::ClientExpired(*client_id),
         }
     }
 }

@@ -27,6 +27,8 @@ pub(super) struct LinkStats {
     pub(super) sent: AtomicU64,
     /// Envelopes dropped for exceeding the message limit.
     pub(super) oversize: AtomicU64,
+    /// When the open stream was established (`None` while there is none).
+    pub(super) since: parking_lot::Mutex<Option<std::time::Instant>>,
 }
 
 /// SplitMix64 (Steele, Lea, Flood 2014): the seeded source of backoff jitter.
@@ -163,10 +165,12 @@ impl Link {
                     failures = 0;
                     self.stats.connections.fetch_add(1, Ordering::Relaxed);
                     self.stats.connected.store(true, Ordering::Relaxed);
+                    *self.stats.since.lock() = Some(std::time::Instant::now());
                     tracing::debug!(peer = self.peer, url, "grpc transport: connected");
                     let started = Instant::now();
                     let result = self.session(client).await;
                     self.stats.connected.store(false, Ordering::Relaxed);
+                    *self.stats.since.lock() = None;
                     match result {
                         Ok(_) => {
                             tracing::info!(
