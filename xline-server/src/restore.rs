@@ -168,6 +168,11 @@ impl RestoreArgs {
 /// the restored revision.
 pub fn restore(args: &RestoreArgs) -> Result<(PathBuf, i64), ServerError> {
     let config = args.member_config()?;
+    if config.backend == BackendKind::Memory {
+        return Err(ServerError::Config(
+            "--backend memory keeps nothing on disk: restore into redb or sled".into(),
+        ));
+    }
     let data_dir = config.data_dir();
     if data_dir.exists() {
         return Err(ServerError::Config(format!(
@@ -272,7 +277,7 @@ mod tests {
         assert_eq!(image_of_snapshot_file(&file_of_empty, false).unwrap(), b"");
 
         let mut damaged = file.clone();
-        damaged[SNAPSHOT_MAGIC.len()] ^= 1;
+        damaged[SNAPSHOT_MAGIC.len() + 8] ^= 1;
         let err = image_of_snapshot_file(&damaged, false).unwrap_err();
         assert!(err.to_string().contains("expected sha256"), "{err}");
         assert!(image_of_snapshot_file(&damaged, true).is_ok());

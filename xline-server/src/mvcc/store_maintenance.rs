@@ -12,6 +12,9 @@
 //! the same protobuf bytes etcd stores, so a store with the same history hashes to etcd's number.
 //! The hash is taken once physical compaction has caught up with the compaction point, so every
 //! member at the same revision gives the same number whatever its compactor is doing.
+//! One known difference from etcd 3.4: when nothing is visible at `rev` (every revision stored
+//! then counts) and a key was deleted exactly at the compaction revision, our compaction keeps
+//! that tombstone (as later etcd releases do, for watchers) where 3.4 drops it.
 //!
 //! # Hash
 //! etcd hashes its whole bbolt file's buckets; ours cannot be byte-equal. It is a CRC-32C over
