@@ -13,6 +13,13 @@
 #   COMPAT_ETCDCTL     etcdctl binary (default: etcdctl)
 #   COMPAT_STARTUP_TIMEOUT  seconds to wait for "ready to serve client requests" (default: 90)
 #   COMPAT_KEEP_DIR    if set, raw and normalized transcripts and server logs are copied there
+#   COMPAT_MEMBERS     members per server cluster (default: 1). With N > 1, an N-member etcd
+#                      cluster runs the scenario, is stopped, then an N-member xline cluster runs
+#                      it on the SAME ports, names and cluster token (so member and cluster ids,
+#                      derived from them as etcd does, are the same on both sides); before the
+#                      scenario leadership is moved to member m0, and the commands go to m0.
+#   COMPAT_ROTATE      with COMPAT_MEMBERS > 1: if set, command k goes to member k mod N instead
+#                      of m0 (the same member on both sides), so followers serve and forward too.
 #
 # Self-check of the normalization (etcd against etcd):
 #   XLINE_BIN=scripts/etcd-as-xline.sh scripts/etcdctl-compat.sh
@@ -140,9 +147,22 @@ EOF
 start_server() {
     local name=$1 log=$2
     shift 2
+    launch_server "$log" "$@"
+    wait_ready "$name" "$log" "$LAUNCHED_PID"
+}
+
+# launch_server LOG CMD... : starts CMD in the background (its pid in LAUNCHED_PID and PIDS).
+launch_server() {
+    local log=$1
+    shift
     "$@" >"$log" 2>&1 </dev/null &
-    local pid=$!
-    PIDS+=("$pid")
+    LAUNCHED_PID=$!
+    PIDS+=("$LAUNCHED_PID")
+}
+
+# wait_ready NAME LOG PID : waits for etcd's ready line in LOG.
+wait_ready() {
+    local name=$1 log=$2 pid=$3
     local deadline=$((SECONDS + STARTUP_TIMEOUT))
     until grep -q 'ready to serve client requests' "$log"; do
         if ! kill -0 "$pid" 2>/dev/null; then
@@ -160,6 +180,93 @@ start_server() {
     echo "etcdctl-compat: $name ready (pid $pid)"
 }
 
+MEMBERS=${COMPAT_MEMBERS:-1}
+[[ $MEMBERS =~ ^[1-9][0-9]*$ ]] || die "COMPAT_MEMBERS must be a positive number, not $MEMBERS"
+ROTATE=${COMPAT_ROTATE:-}
+STOPPED_DEAD=0
+if ((MEMBERS > 1)); then
+    # N-member clusters, one after the other on the same ports (see COMPAT_MEMBERS above).
+    read -r -a CLUSTER_PORTS < <(free_ports $((2 * MEMBERS)))
+    CLUSTER_URLS=()
+    CLUSTER_PEER_URLS=()
+    CLUSTER_INITIAL=""
+    for ((i = 0; i < MEMBERS; i++)); do
+        CLUSTER_URLS+=("http://127.0.0.1:${CLUSTER_PORTS[2 * i]}")
+        CLUSTER_PEER_URLS+=("http://127.0.0.1:${CLUSTER_PORTS[2 * i + 1]}")
+        CLUSTER_INITIAL+="${CLUSTER_INITIAL:+,}m${i}=${CLUSTER_PEER_URLS[i]}"
+    done
+    ETCD_URL=${CLUSTER_URLS[0]}
+    XLINE_URL=${CLUSTER_URLS[0]}
+    CLUSTER_PIDS=()
+
+    # start_cluster KIND CMD... : starts the N members of KIND (etcd|xline) with CMD, waits
+    # until each is ready and m0 leads. Member 0 logs to $WORK/KIND.log, member i to KIND-mi.log.
+    start_cluster() {
+        local kind=$1 i log all
+        shift
+        CLUSTER_PIDS=()
+        for ((i = 0; i < MEMBERS; i++)); do
+            log="$WORK/${kind}.log"
+            ((i == 0)) || log="$WORK/${kind}-m${i}.log"
+            launch_server "$log" "$@" \
+                --name "m${i}" \
+                --data-dir "$WORK/${kind}-data-m${i}" \
+                --listen-client-urls "${CLUSTER_URLS[i]}" \
+                --advertise-client-urls "${CLUSTER_URLS[i]}" \
+                --listen-peer-urls "${CLUSTER_PEER_URLS[i]}" \
+                --initial-advertise-peer-urls "${CLUSTER_PEER_URLS[i]}" \
+                --initial-cluster "$CLUSTER_INITIAL" \
+                --initial-cluster-state new \
+                --initial-cluster-token compat-cluster
+            CLUSTER_PIDS+=("$LAUNCHED_PID")
+        done
+        for ((i = 0; i < MEMBERS; i++)); do
+            log="$WORK/${kind}.log"
+            ((i == 0)) || log="$WORK/${kind}-m${i}.log"
+            wait_ready "$kind m${i}" "$log" "${CLUSTER_PIDS[i]}"
+        done
+        # Leadership to m0, so that leader-dependent output (endpoint status) is the same.
+        all=$(IFS=,; echo "${CLUSTER_URLS[*]}")
+        local deadline=$((SECONDS + 30)) status m0_id
+        while :; do
+            status=$("$ETCDCTL" --endpoints="${CLUSTER_URLS[0]}" endpoint status 2>/dev/null || true)
+            m0_id=$(cut -d, -f2 <<<"$status" | tr -d ' ')
+            [[ $(cut -d, -f5 <<<"$status" | tr -d ' ') == true ]] && break
+            ((SECONDS < deadline)) || die "$kind: m0 did not become the leader ($status)"
+            if [[ -n $m0_id ]]; then
+                "$ETCDCTL" --endpoints="$all" move-leader "$m0_id" >/dev/null 2>&1 || true
+            fi
+            sleep 0.5
+        done
+        echo "etcdctl-compat: $kind cluster of $MEMBERS ready, m0 ($m0_id) leads"
+    }
+
+    # stop_cluster KIND : stops the members (noting any that died during the run).
+    stop_cluster() {
+        local pid _
+        for pid in "${CLUSTER_PIDS[@]}"; do
+            if ! kill -0 "$pid" 2>/dev/null; then
+                echo "etcdctl-compat: $1 member pid $pid exited during the run" >&2
+                STOPPED_DEAD=1
+            fi
+            kill -TERM "$pid" 2>/dev/null || true
+        done
+        for pid in "${CLUSTER_PIDS[@]}"; do
+            for _ in $(seq 50); do
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.1
+            done
+            kill -KILL "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        done
+        # Gone for good: the final liveness check is about the cluster still running.
+        local keep=() p
+        for p in "${PIDS[@]}"; do
+            [[ " ${CLUSTER_PIDS[*]} " == *" $p "* ]] || keep+=("$p")
+        done
+        PIDS=("${keep[@]}")
+    }
+else
 read -r ETCD_CLIENT_PORT ETCD_PEER_PORT XLINE_CLIENT_PORT XLINE_PEER_PORT < <(free_ports 4)
 ETCD_URL="http://127.0.0.1:${ETCD_CLIENT_PORT}"
 ETCD_PEER_URL="http://127.0.0.1:${ETCD_PEER_PORT}"
@@ -187,6 +294,7 @@ start_server xline "$WORK/xline.log" "$XLINE_BIN" \
     --initial-advertise-peer-urls "$XLINE_PEER_URL" \
     --initial-cluster "compat=${XLINE_PEER_URL}" \
     "${XLINE_EXTRA[@]}"
+fi
 
 # ---- transcript recording -------------------------------------------------------------------
 CUR_EP=""
@@ -199,7 +307,11 @@ run_cmd() {
     local label=$1 input=$2
     shift 2
     SEQ=$((SEQ + 1))
-    local out="$WORK/cmd.out" rc=0
+    local out="$WORK/cmd.out" rc=0 ep=$CUR_EP
+    # COMPAT_ROTATE: commands meant for the run's endpoint go to member SEQ mod N.
+    if ((MEMBERS > 1)) && [[ -n $ROTATE && $CUR_EP == "$RUN_EP" ]]; then
+        ep=${CLUSTER_URLS[SEQ % MEMBERS]}
+    fi
     {
         printf '### %03d %s\n' "$SEQ" "$label"
         printf '$ etcdctl'
@@ -211,11 +323,11 @@ run_cmd() {
     } >>"$CUR_OUT"
     if [[ -n $input ]]; then
         printf '%s' "$input" |
-            "$ETCDCTL" --endpoints="$CUR_EP" --dial-timeout=2s --command-timeout=5s "$@" \
+            "$ETCDCTL" --endpoints="$ep" --dial-timeout=2s --command-timeout=5s "$@" \
                 >"$out" 2>&1 || rc=$?
     else
         ${WATCH_TIMEOUT:+timeout "$WATCH_TIMEOUT"} \
-            "$ETCDCTL" --endpoints="$CUR_EP" --dial-timeout=2s --command-timeout=5s "$@" \
+            "$ETCDCTL" --endpoints="$ep" --dial-timeout=2s --command-timeout=5s "$@" \
             </dev/null >"$out" 2>&1 || rc=$?
     fi
     cat "$out" >>"$CUR_OUT"
@@ -426,6 +538,7 @@ scenario() {
     c "endpoint status final" endpoint status -w json
     CUR_EP="${CUR_EP#http://}" c "endpoint status final (host:port endpoint)" endpoint status -w json
     member_scenario
+    auth_scenario
 }
 
 # Leases (current revision: 39). Ids are chosen by each server (the normalizer numbers them);
@@ -500,7 +613,7 @@ lock_elect_scenario() {
 # `member list` runs only while there is one member (the list is ordered by the random ids).
 member_scenario() {
     local self learner
-    self=$("$ETCDCTL" --endpoints="$CUR_EP" member list | cut -d, -f1)
+    self=$("$ETCDCTL" --endpoints="$CUR_EP" member list | head -n 1 | cut -d, -f1)
     c "member add learner" member add lrn --learner --peer-urls=http://127.0.0.1:1
     learner=$(awk '/added to cluster/ {print $2}' "$WORK/cmd.out")
     # (not the same URL list: within the same second etcd would derive the same id and answer
@@ -533,17 +646,129 @@ maintenance_scenario() {
     c "snapshot save" snapshot save "$WORK/snapshot.db"
 }
 
+# Auth (last: it adds users and roles and ends with auth disabled again). etcdctl 3.4 has no
+# `auth status`. Nothing here writes a key except the puts marked with their revision, made
+# as the users that may. `--user` makes etcdctl authenticate first (a bcrypt check per call).
+auth_scenario() {
+    local root=(--user root:rootpw) lease
+    c "auth enable without root user" auth enable
+    c "user add root" user add root:rootpw
+    c "user add existing" user add root:other
+    c "user add alice" user add alice:alicepw
+    run_cmd "user add bob from stdin" $'bobpw\n' user add bob --interactive=false
+    c "user add no password" user add carol --no-password
+    c "user list" user list
+    c "user list json" user list -w json
+    c "user get" user get alice
+    c "user get unknown" user get nobody
+    c "role add reader" role add reader
+    c "role add existing" role add reader
+    c "role add writer" role add writer
+    c "role grant read key" role grant-permission reader read foo
+    c "role grant readwrite prefix" role grant-permission reader readwrite p/ --prefix
+    c "role grant write range" role grant-permission writer write a c
+    c "role grant from key" role grant-permission writer read z --from-key
+    c "role grant bad type" role grant-permission reader admin foo
+    c "role grant unknown role" role grant-permission nobody read foo
+    c "role grant again changes type" role grant-permission writer readwrite a c
+    c "role get" role get reader
+    c "role get json" role get writer -w json
+    c "role get unknown" role get nobody
+    c "role list" role list
+    c "role list json" role list -w json
+    c "user grant-role" user grant-role alice reader
+    c "user grant-role writer" user grant-role bob writer
+    c "user grant-role unknown role" user grant-role alice nobody
+    c "user grant-role unknown user" user grant-role nobody reader
+    c "user get detail" user get alice --detail
+    c "user get json" user get alice -w json
+    c "role revoke-permission not granted" role revoke-permission reader bar
+    c "role revoke-permission" role revoke-permission writer z --from-key
+    c "role get after revoke" role get writer
+    # etcdctl 3.4 answers "root user does not have root role" by adding the role and retrying.
+    c "auth enable adds the root role" auth enable
+    c "auth enable again without user" auth enable
+    c "auth enable again" "${root[@]}" auth enable
+    c "user get root" "${root[@]}" user get root --detail
+    c "get without user" get foo
+    c "put as root" "${root[@]}" put foo bar -w json             # +1
+    c "lease grant without user" lease grant 600
+    c "lease grant as alice" --user alice:alicepw lease grant 600
+    lease=$(awk '/granted/ {print $2}' "$WORK/cmd.out")
+    c "put with lease as root" "${root[@]}" put --lease="$lease" foo2 v # +1
+    c "lease keep-alive as alice" --user alice:alicepw lease keep-alive --once "$lease"
+    c "lease keep-alive without user" lease keep-alive --once "$lease"
+    c "lease revoke as alice denied" --user alice:alicepw lease revoke "$lease"
+    c "lease revoke as root" "${root[@]}" lease revoke "$lease"       # +1
+    c "put prefix as alice" --user alice:alicepw put p/1 v1      # +1
+    c "get as alice" --user alice:alicepw get foo
+    c "get prefix as alice" --user alice:alicepw get --prefix p/ -w json
+    c "put as alice denied" --user alice:alicepw put foo x
+    c "get all as alice denied" --user alice:alicepw get --from-key ""
+    c "del range as bob" --user bob:bobpw del a b                # write a..c
+    c "get as bob (readwrite since the second grant)" --user bob:bobpw get a
+    c "get as bob denied" --user bob:bobpw get c
+    w "watch as alice denied" --user alice:alicepw bar
+    w "watch as alice" --user alice:alicepw --prefix p/ --rev=1
+    run_cmd "txn as alice" $'value("p/1") = "v1"\n\nput p/2 v2\n\nget foo\n\n' \
+        --user alice:alicepw txn -w json                         # +1
+    run_cmd "txn compare denied" $'value("x") = "1"\n\nput p/3 v3\n\n\n' \
+        --user alice:alicepw txn
+    run_cmd "txn failure branch denied" $'value("p/1") = "v1"\n\nput p/3 v3\n\nput w v\n\n' \
+        --user alice:alicepw txn
+    c "wrong password" --user alice:wrong get foo
+    c "unknown user" --user nobody:pw get foo
+    c "no-password user cannot authenticate" --user carol:x get foo
+    c "user list as alice denied" --user alice:alicepw user list
+    c "user get self as alice" --user alice:alicepw user get alice
+    c "user get other as alice denied" --user alice:alicepw user get bob
+    c "role get own role as alice" --user alice:alicepw role get reader
+    c "role get other role as alice denied" --user alice:alicepw role get writer
+    c "user list as root" "${root[@]}" user list
+    run_cmd "user passwd" $'alicepw2\n' "${root[@]}" user passwd alice --interactive=false
+    c "old password after passwd" --user alice:alicepw get foo
+    c "new password after passwd" --user alice:alicepw2 get foo
+    c "user revoke-role" "${root[@]}" user revoke-role alice reader
+    c "user revoke-role not granted" "${root[@]}" user revoke-role alice reader
+    c "get after revoke-role denied" --user alice:alicepw2 get foo
+    c "user delete root denied" "${root[@]}" user delete root
+    c "user revoke-role root denied" "${root[@]}" user revoke-role root root
+    c "role delete root denied" "${root[@]}" role delete root
+    c "role delete reader" "${root[@]}" role delete reader
+    c "role delete unknown" "${root[@]}" role delete reader
+    c "user delete alice" "${root[@]}" user delete alice
+    c "user delete unknown" "${root[@]}" user delete alice
+    c "deleted user cannot authenticate" --user alice:alicepw2 get foo
+    c "auth disable without user" auth disable
+    c "auth disable" "${root[@]}" auth disable
+    c "get after auth disable" get foo -w json
+    c "auth disable again" auth disable
+    c "user delete root when disabled" user delete root
+    c "role delete root when disabled" role delete root
+    c "user list final" user list
+    c "role list final" role list
+}
+
 run_scenario() {
     local name=$1 ep=$2
     CUR_EP=$ep
+    RUN_EP=$ep
     CUR_OUT="$WORK/${name}.raw"
     SEQ=0
     : >"$CUR_OUT"
     scenario
 }
 
-run_scenario etcd "$ETCD_URL"
-run_scenario xline "$XLINE_URL"
+if ((MEMBERS > 1)); then
+    start_cluster etcd "$REF_ETCD"
+    run_scenario etcd "$ETCD_URL"
+    stop_cluster etcd
+    start_cluster xline "$XLINE_BIN" "${XLINE_EXTRA[@]}"
+    run_scenario xline "$XLINE_URL"
+else
+    run_scenario etcd "$ETCD_URL"
+    run_scenario xline "$XLINE_URL"
+fi
 
 : >"$WORK/not-compared.tsv"
 for label in "${!NOT_COMPARED[@]}"; do
@@ -560,7 +785,7 @@ for pair in "etcd:$ETCD_URL" "xline:$XLINE_URL"; do
 done
 
 # A server that died during the run is a failure even if the transcripts agree.
-alive_errors=0
+alive_errors=$STOPPED_DEAD
 for pid in "${PIDS[@]}"; do
     if ! kill -0 "$pid" 2>/dev/null; then
         echo "etcdctl-compat: server pid $pid exited during the run" >&2

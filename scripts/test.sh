@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Runs every check of the workspace, in the order CI runs them:
 #   prerequisites -> cargo fmt --check -> clippy (-D warnings) -> build bins -> tests
-#   (doc tests, then cargo nextest; or cargo test when nextest is missing) -> etcdctl compat.
+#   (doc tests, then cargo nextest; or cargo test when nextest is missing) -> etcdctl compat
+#   (plain and TLS) -> xlinectl golden outputs.
 #
 # Prerequisites (installed with apt-get when running as root, otherwise the command is printed):
 #   protoc   (protobuf-compiler) the etcd-client dev-dependency's build script needs it
 #   etcd     (etcd-server)       the reference server of scripts/etcdctl-compat.sh and of tests
 #   etcdctl  (etcd-client)       the client of scripts/etcdctl-compat.sh
 #   python3  (python3)           transcript normalization in scripts/etcdctl-compat.sh
+#   openssl  (openssl)           key pairs for the JWT auth tests
+#   ip       (iproute2)          network namespaces of the WAN emulation test (benchmark crate)
 #   cargo-nextest is optional: without it the tests run with `cargo test`.
 #
 # Environment:
@@ -49,6 +52,8 @@ need protoc protobuf-compiler
 need etcd etcd-server
 need etcdctl etcd-client
 need python3 python3
+need openssl openssl
+need ip iproute2
 
 if ((${#missing_pkgs[@]})); then
     install_cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${missing_pkgs[*]}"
@@ -64,7 +69,7 @@ if ((${#missing_pkgs[@]})); then
     log "installing: ${missing_pkgs[*]}"
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing_pkgs[@]}"
-    for tool in protoc etcd etcdctl python3; do
+    for tool in protoc etcd etcdctl python3 openssl ip; do
         command -v "$tool" >/dev/null 2>&1 || die "$tool still missing after apt-get install"
     done
 fi
@@ -145,6 +150,9 @@ else
     stage tests SKIP_TESTS cargo test --workspace --all-features
 fi
 stage etcdctl-compat SKIP_COMPAT bash scripts/etcdctl-compat.sh
+stage tls-compat SKIP_COMPAT bash scripts/tls-compat.sh
+# xlinectl and etcdctl against the same xline server, every output format.
+stage xlinectl-golden SKIP_COMPAT env GOLDEN_SERVERS=xline bash scripts/xlinectl-golden.sh
 
 summary
 if ((failed)); then

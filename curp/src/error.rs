@@ -113,6 +113,11 @@ pub enum ProposeError {
     /// The learner to promote has not caught up with the leader's log yet.
     #[error("the learner is not in sync with the leader yet")]
     LearnerNotReady,
+    /// The command's client id lease expired and the member refused its only proposal (or a
+    /// witness record) before anything was appended: this attempt never executes. The client
+    /// continues under a fresh id.
+    #[error("the client id expired; the command was not taken")]
+    ClientExpired,
 }
 
 impl From<StorageError> for ProposeError {

@@ -104,6 +104,25 @@ pub struct ServerConfig {
     /// Log level: debug, info, warn, error, panic or fatal.
     #[arg(long, env = "XLINE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Log line format: `text` (one human-readable line per event; etcd's `console`) or `json`
+    /// (one JSON object per line, with etcd's `level`, `ts`, `caller` and `msg` keys).
+    #[arg(long, env = "XLINE_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+    /// Where logs go (comma-separated): `default` or `stderr`, `stdout`, or file paths.
+    #[arg(
+        long,
+        env = "XLINE_LOG_OUTPUTS",
+        default_value = "default",
+        value_delimiter = ','
+    )]
+    pub log_outputs: Vec<String>,
+    /// URLs to serve Prometheus `/metrics` and `/health` on over HTTP/1.1 (comma-separated;
+    /// none by default).
+    #[arg(long, env = "XLINE_LISTEN_METRICS_URLS", value_delimiter = ',')]
+    pub listen_metrics_urls: Vec<String>,
+    /// Set of exported metrics: `basic` or `extensive` (both export the same set here).
+    #[arg(long, env = "XLINE_METRICS", default_value = "basic")]
+    pub metrics: String,
     /// How often idle watchers that asked for `progress_notify` get an empty response with the
     /// current revision (a Go duration such as `10m`, `5s` or `100ms`).
     #[arg(
@@ -127,6 +146,34 @@ pub struct ServerConfig {
     /// bcrypt cost for hashing auth passwords (4..=31).
     #[arg(long, env = "XLINE_BCRYPT_COST", default_value_t = 10)]
     pub bcrypt_cost: u32,
+    /// Path to the client server TLS certificate (for `https://` client URLs).
+    #[arg(long, env = "XLINE_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// Path to the client server TLS key file.
+    #[arg(long, env = "XLINE_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Path to the client server TLS trusted CA certificate file; setting it also requires
+    /// and verifies client certificates.
+    #[arg(long, env = "XLINE_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Enable client certificate authentication (the certificate's CN is the auth user).
+    #[arg(long, env = "XLINE_CLIENT_CERT_AUTH", num_args = 0..=1, require_equals = true,
+        default_value_t = false, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub client_cert_auth: bool,
+    /// Path to the peer server TLS certificate (for `https://` peer URLs).
+    #[arg(long, env = "XLINE_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Path to the peer server TLS key file.
+    #[arg(long, env = "XLINE_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+    /// Path to the peer server TLS trusted CA file; setting it also requires and verifies
+    /// peer certificates.
+    #[arg(long, env = "XLINE_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Enable peer client certificate authentication.
+    #[arg(long, env = "XLINE_PEER_CLIENT_CERT_AUTH", num_args = 0..=1, require_equals = true,
+        default_value_t = false, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub peer_client_cert_auth: bool,
 }
 
 /// Parses a Go duration (`time.ParseDuration`): a sequence of decimal numbers, each with a unit
@@ -202,17 +249,9 @@ const IGNORED_ETCD_FLAGS: &[(&str, bool)] = &[
     ("auto-compaction-mode", false),
     ("enable-v2", true),
     ("v2-deprecation", false),
-    ("cert-file", false),
-    ("key-file", false),
-    ("client-cert-auth", true),
     ("client-crl-file", false),
     ("client-cert-allowed-hostname", false),
-    ("trusted-ca-file", false),
     ("auto-tls", true),
-    ("peer-cert-file", false),
-    ("peer-key-file", false),
-    ("peer-client-cert-auth", true),
-    ("peer-trusted-ca-file", false),
     ("peer-cert-allowed-cn", false),
     ("peer-cert-allowed-hostname", false),
     ("peer-auto-tls", true),
@@ -224,12 +263,8 @@ const IGNORED_ETCD_FLAGS: &[(&str, bool)] = &[
     ("cors", false),
     ("host-whitelist", false),
     ("enable-pprof", true),
-    ("metrics", false),
-    ("listen-metrics-urls", false),
     ("listen-client-http-urls", false),
     ("logger", false),
-    ("log-outputs", false),
-    ("log-format", false),
     ("enable-log-rotation", true),
     ("log-rotation-config-json", false),
     ("log-package-levels", false),
@@ -291,8 +326,20 @@ const OWN_FLAGS: &[&str] = &[
     "quota-backend-bytes",
     "backend",
     "log-level",
+    "log-format",
+    "log-outputs",
+    "listen-metrics-urls",
+    "metrics",
     "experimental-watch-progress-notify-interval",
     "max-watchers-per-stream",
+    "cert-file",
+    "key-file",
+    "trusted-ca-file",
+    "client-cert-auth",
+    "peer-cert-file",
+    "peer-key-file",
+    "peer-trusted-ca-file",
+    "peer-client-cert-auth",
     "help",
     "version",
 ];
@@ -347,14 +394,12 @@ pub struct ListenAddr {
 pub fn listen_addrs(urls: &[String]) -> Result<Vec<ListenAddr>, ServerError> {
     let mut out = Vec::new();
     for url in urls {
-        if url.starts_with("https://") || url.starts_with("unixs://") {
+        let Some(rest) = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+        else {
             return Err(ServerError::Config(format!(
-                "{url}: TLS listeners are not supported yet"
-            )));
-        }
-        let Some(rest) = url.strip_prefix("http://") else {
-            return Err(ServerError::Config(format!(
-                "{url}: URL scheme must be http"
+                "{url}: URL scheme must be http or https"
             )));
         };
         let hostport = rest.trim_end_matches('/');
@@ -456,6 +501,19 @@ impl ServerConfig {
                 self.log_level
             )));
         }
+        if !["text", "console", "json"].contains(&self.log_format.as_str()) {
+            return Err(ServerError::Config(format!(
+                "unknown --log-format {:?} (text or json)",
+                self.log_format
+            )));
+        }
+        if !["basic", "extensive"].contains(&self.metrics.as_str()) {
+            return Err(ServerError::Config(format!(
+                "unknown --metrics {:?} (basic or extensive)",
+                self.metrics
+            )));
+        }
+        listen_addrs(&self.listen_metrics_urls)?;
         let members = self.initial_members()?;
         if !members.iter().any(|(n, _)| *n == self.name) {
             return Err(ServerError::Config(format!(
@@ -588,6 +646,41 @@ mod tests {
     }
 
     #[test]
+    fn observability_flags() {
+        let (cfg, ignored) = parse(&["xline"]);
+        assert!(ignored.is_empty());
+        assert!(cfg.listen_metrics_urls.is_empty());
+        assert_eq!(
+            (cfg.log_format.as_str(), cfg.metrics.as_str()),
+            ("text", "basic")
+        );
+        assert_eq!(cfg.log_outputs, vec!["default"]);
+        let (cfg, ignored) = parse(&[
+            "xline",
+            "-listen-metrics-urls",
+            "http://127.0.0.1:2381,http://[::1]:2381",
+            "--metrics=extensive",
+            "--log-format",
+            "json",
+            "--log-outputs",
+            "stderr,/tmp/x.log",
+            "--logger",
+            "zap",
+        ]);
+        assert_eq!(ignored, vec!["--logger zap"]);
+        assert_eq!(cfg.listen_metrics_urls.len(), 2);
+        assert_eq!(cfg.log_outputs, vec!["stderr", "/tmp/x.log"]);
+        cfg.validate().unwrap();
+        for bad in [
+            &["xline", "--log-format", "yaml"][..],
+            &["xline", "--metrics", "all"][..],
+            &["xline", "--listen-metrics-urls", "http://127.0.0.1"][..],
+        ] {
+            assert!(parse(bad).0.validate().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn go_durations() {
         let ok = [
             ("10m", Duration::from_secs(600)),
@@ -621,8 +714,47 @@ mod tests {
     }
 
     #[test]
+    fn tls_flags() {
+        let (cfg, ignored) = parse(&["xline"]);
+        assert!(ignored.is_empty());
+        assert!(!cfg.client_cert_auth && !cfg.peer_client_cert_auth);
+        assert_eq!(cfg.cert_file, None);
+        let (cfg, ignored) = parse(&[
+            "xline",
+            "--cert-file",
+            "/c.pem",
+            "-key-file=/k.pem",
+            "--trusted-ca-file=/ca.pem",
+            "--client-cert-auth",
+            "--peer-cert-file=/pc.pem",
+            "--peer-key-file",
+            "/pk.pem",
+            "-peer-trusted-ca-file",
+            "/pca.pem",
+            "--peer-client-cert-auth=true",
+            "--auto-tls",
+        ]);
+        assert_eq!(ignored, vec!["--auto-tls"]);
+        assert_eq!(cfg.cert_file, Some(PathBuf::from("/c.pem")));
+        assert_eq!(cfg.key_file, Some(PathBuf::from("/k.pem")));
+        assert_eq!(cfg.trusted_ca_file, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(cfg.peer_cert_file, Some(PathBuf::from("/pc.pem")));
+        assert_eq!(cfg.peer_key_file, Some(PathBuf::from("/pk.pem")));
+        assert_eq!(cfg.peer_trusted_ca_file, Some(PathBuf::from("/pca.pem")));
+        assert!(cfg.client_cert_auth && cfg.peer_client_cert_auth);
+        let (cfg, _) = parse(&["xline", "--client-cert-auth=false"]);
+        assert!(!cfg.client_cert_auth);
+    }
+
+    #[test]
     fn bad_urls_rejected() {
-        assert!(listen_addrs(&["https://127.0.0.1:2379".into()]).is_err());
+        assert!(listen_addrs(&["unixs://127.0.0.1:2379".into()]).is_err());
+        assert_eq!(
+            listen_addrs(&["https://127.0.0.1:2379".into()])
+                .unwrap()
+                .len(),
+            1
+        );
         assert!(listen_addrs(&["http://127.0.0.1".into()]).is_err());
         assert!(listen_addrs(&["http://example.com:1".into()]).is_err());
         let a = listen_addrs(&["http://[::1]:3000".into(), "http://0.0.0.0:1".into()]).unwrap();

@@ -46,4 +46,10 @@ impl CommandExecutor<Command> for Executor {
     fn restore(&self, data: &[u8], index: u64) -> Result<(), ExecutorError> {
         self.store.restore(data, index).map_err(ExecutorError::new)
     }
+
+    /// Only the native client's fast path asks (the etcd front end proposes ordered): see
+    /// [`crate::native`] for what speculates.
+    fn speculate(&self, cmd: &Command) -> Option<ApplyOutput> {
+        crate::native::speculate(&self.store, cmd)
+    }
 }

@@ -18,17 +18,12 @@ fn main() -> std::process::ExitCode {
     }
     let (args, ignored) = preprocess_args(args);
     let config = ServerConfig::parse_from(args);
-    let level = match config.log_level.as_str() {
-        "debug" => tracing::Level::DEBUG,
-        "warn" => tracing::Level::WARN,
-        "error" | "panic" | "fatal" => tracing::Level::ERROR,
-        _ => tracing::Level::INFO,
-    };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    if let Err(e) =
+        xline_server::logging::init(&config.log_level, &config.log_format, &config.log_outputs)
+    {
+        eprintln!("xline: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     for flag in ignored {
         tracing::warn!(flag = %flag, "etcd flag accepted but ignored by xline");
     }

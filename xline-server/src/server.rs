@@ -9,7 +9,6 @@ use curp::core::{Membership, Role};
 use curp::transport::grpc::{GrpcOptions, GrpcTransport, peer_server};
 use curp::{Node, NodeConfig, NodeHandle, RaftEngineLog};
 use futures::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
 use xline_proto::etcdserverpb::auth_server::AuthServer;
 use xline_proto::etcdserverpb::cluster_client::ClusterClient;
 use xline_proto::etcdserverpb::cluster_server::ClusterServer;
@@ -32,6 +31,7 @@ use crate::service::WatchService;
 use crate::service::{AuthService, ClusterService, KvService, MaintenanceService};
 use crate::service::{ElectionService, LocalClient, LockService};
 use crate::storage::open_backend;
+use crate::tls::{self, CertUserLayer, TlsContext};
 
 /// The etcd version this server reports (clients such as Kubernetes gate features on it).
 pub const ETCD_VERSION: &str = "3.5.17";
@@ -69,6 +69,10 @@ pub struct ServerContext {
     pub initial_members: Vec<MemberInfo>,
     /// The configuration the member started with.
     pub config: ServerConfig,
+    /// The member's own metrics (the node keeps the consensus ones).
+    pub metrics: Arc<crate::metrics::ServerMetrics>,
+    /// TLS for the listeners and for the member's own connections.
+    pub tls: TlsContext,
 }
 
 impl ServerContext {
@@ -149,6 +153,7 @@ fn open_with(
     joined: Option<Joined>,
 ) -> Result<Arc<ServerContext>, ServerError> {
     config.validate()?;
+    let tls = TlsContext::load(&config)?;
     let data_dir = config.data_dir();
     let member_dir = data_dir.join("member");
     let had_data = has_member_data(&data_dir);
@@ -163,7 +168,8 @@ fn open_with(
             "a member joining an existing cluster must learn its id from the cluster first".into(),
         ));
     }
-    let backend = open_backend(config.backend, &member_dir.join("kv"))?;
+    let metrics = Arc::new(crate::metrics::ServerMetrics::new());
+    let backend = metrics.timed_backend(open_backend(config.backend, &member_dir.join("kv"))?);
     let store = KvStore::open(backend)?;
     store.auth().configure(
         &config.auth_token,
@@ -238,7 +244,13 @@ fn open_with(
     node_config.heartbeat_interval = Duration::from_millis(config.heartbeat_interval);
     node_config.election_timeout = Duration::from_millis(config.election_timeout);
     node_config.snapshot_every_entries = config.snapshot_count;
-    let transport = GrpcTransport::new(member.id, GrpcOptions::default());
+    let transport = GrpcTransport::new(
+        member.id,
+        GrpcOptions {
+            tls: tls.peer.dial.clone(),
+            ..GrpcOptions::default()
+        },
+    );
     let node = Node::start(node_config, log, executor, transport)
         .map_err(|e| ServerError::Consensus(e.to_string()))?;
     // Kept once consensus has stored its initial configuration, so that a restart (maybe with
@@ -262,6 +274,8 @@ fn open_with(
         member,
         initial_members,
         config,
+        tls,
+        metrics,
     }))
 }
 
@@ -279,12 +293,13 @@ async fn join_cluster(config: &ServerConfig) -> Result<Joined, ServerError> {
         .map(|(_, urls)| urls.clone())
         .ok_or_else(|| ServerError::Config("local member missing from --initial-cluster".into()))?;
     own.sort();
+    let tls = TlsContext::load(config)?;
     let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
     let mut listed = None;
     loop {
         for (_, urls) in members.iter().filter(|(n, _)| *n != config.name) {
             for url in urls {
-                let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.clone()) else {
+                let Ok(endpoint) = tls.peer.endpoint(url) else {
                     continue;
                 };
                 let endpoint = endpoint
@@ -362,6 +377,9 @@ pub async fn run(
     };
     let ctx = open_with(config, joined)?;
     serve_peers(&ctx).await?;
+    // Like etcd's, the metrics listener serves from the start (`/health` says whether there is
+    // a leader); it stops when this returns.
+    let _metrics_server = crate::metrics::serve(&ctx).await?;
     // Like etcd, a member removed from the cluster stops.
     let removed = removed_from_cluster(Arc::clone(&ctx));
     let shutdown = async move {
@@ -384,13 +402,10 @@ pub async fn run(
         }
     }
     let addrs = config::listen_addrs(&ctx.config.listen_client_urls)?;
-    let listeners = bind_all(&addrs).await?;
-    let incoming = futures::stream::select_all(listeners).map(|conn| {
-        conn.map(|stream| {
-            let _ = stream.set_nodelay(true);
-            AuthorityFix::new(stream)
-        })
-    });
+    let listeners = tls::bind_all(&addrs).await?;
+    // etcdctl's :authority fix applies to the HTTP/2 bytes, so inside TLS.
+    let incoming = tls::incoming(listeners, ctx.tls.client.server.clone())
+        .map(|conn| conn.map(AuthorityFix::new));
 
     let max_decode = ctx
         .config
@@ -423,7 +438,13 @@ pub async fn run(
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .max_concurrent_streams(ctx.config.max_concurrent_streams)
+        .layer(crate::metrics::GrpcMetricsLayer::new(Arc::clone(
+            &ctx.metrics,
+        )))
         .layer(crate::status::OversizeStatusLayer)
+        .layer(CertUserLayer {
+            enabled: ctx.config.client_cert_auth,
+        })
         .add_service(health_service)
         .add_service(
             KvServer::new(KvService::new(Arc::clone(&ctx))).max_decoding_message_size(max_decode),
@@ -463,10 +484,14 @@ pub async fn run(
     );
     tracing::info!("ready to serve client requests");
     for addr in &addrs {
-        tracing::info!(
-            "serving insecure client requests on {}, this is strongly discouraged!",
-            addr.addr
-        );
+        if addr.url.starts_with("https://") {
+            tracing::info!("serving client traffic securely on {}", addr.addr);
+        } else {
+            tracing::info!(
+                "serving insecure client requests on {}, this is strongly discouraged!",
+                addr.addr
+            );
+        }
     }
     // Like etcd's GracefulStop with a deadline: on shutdown, stop accepting, give open
     // connections a moment to finish their requests, then close them.
@@ -500,22 +525,6 @@ pub async fn run(
     served.map_err(|e| ServerError::Io(std::io::Error::other(e)))?;
     tracing::info!("stopped member");
     Ok(())
-}
-
-/// Binds every address. `localhost` stands for 127.0.0.1 and ::1; on a machine without IPv6
-/// the IPv6 half is skipped with a warning instead of failing.
-async fn bind_all(addrs: &[config::ListenAddr]) -> Result<Vec<TcpListenerStream>, ServerError> {
-    let mut listeners = Vec::new();
-    for addr in addrs {
-        match tokio::net::TcpListener::bind(addr.addr).await {
-            Ok(l) => listeners.push(TcpListenerStream::new(l)),
-            Err(e) if addr.addr.is_ipv6() && addrs.len() > 1 => {
-                tracing::warn!(address = %addr.addr, error = %e, "cannot listen on IPv6 address; skipping");
-            }
-            Err(e) => return Err(ServerError::Config(format!("listen on {}: {e}", addr.addr))),
-        }
-    }
-    Ok(listeners)
 }
 
 /// Proposes this member's attributes until they are applied (retrying while there is no
@@ -591,7 +600,7 @@ async fn removed_from_cluster(ctx: Arc<ServerContext>) {
 async fn listed_by_peers(ctx: &ServerContext, m: &Membership) -> Option<bool> {
     for (peer, urls) in m.peers.iter().filter(|(p, _)| **p != ctx.member.id) {
         for url in urls {
-            let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.clone()) else {
+            let Ok(endpoint) = ctx.tls.peer.endpoint(url) else {
                 continue;
             };
             let endpoint = endpoint
@@ -622,15 +631,24 @@ async fn listed_by_peers(ctx: &ServerContext, m: &Membership) -> Option<bool> {
 /// Serves the consensus peer protocol on `--listen-peer-urls`, feeding the node's inbox.
 async fn serve_peers(ctx: &Arc<ServerContext>) -> Result<(), ServerError> {
     let addrs = config::listen_addrs(&ctx.config.listen_peer_urls)?;
-    let listeners = bind_all(&addrs).await?;
+    let listeners = tls::bind_all(&addrs).await?;
     let inbox = ctx.node.inbox();
     let sink: curp::transport::grpc::Sink = Arc::new(move |env| inbox.deliver(env));
     let max = ctx.config.max_request_bytes.saturating_mul(4).max(64 << 20);
-    let incoming = futures::stream::select_all(listeners);
+    let incoming = tls::incoming(listeners, ctx.tls.peer.server.clone());
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_adaptive_window(Some(true))
         .add_service(peer_server(sink, max))
+        // The native CURP client (fast path); FetchCluster reports the members' peer URLs.
+        .add_service(curp::transport::client_service::client_server(
+            curp::transport::client_service::ClientService::<
+                Command,
+                ApplyOutput,
+                crate::native::NativeCodec,
+            >::new(ctx.node.clone(), Default::default()),
+            max,
+        ))
         // etcd's peers serve the member list too: a joining member fetches it from them.
         .add_service(ClusterServer::new(ClusterService::new(Arc::clone(ctx))));
     tokio::spawn(async move {

@@ -469,3 +469,176 @@ async fn jwt_tokens_work_until_they_expire() {
     let t = token(&s, "root", "rootpw").await.unwrap();
     raw_get(&s, &t, "k").await.unwrap();
 }
+
+/// etcd's Lock and Election services run their requests with the caller's credentials and hand
+/// the errors on as code Unknown with etcd's message.
+#[tokio::test]
+async fn lock_and_election_run_as_the_caller() {
+    let s = TestServer::start_default().await;
+    let mut root = enable_auth(&s).await;
+    root.user_add("u", "upw", None).await.unwrap();
+    root.role_add("r").await.unwrap();
+    for prefix in ["L/", "E/"] {
+        root.role_grant_permission("r", Permission::read_write(prefix).with_prefix())
+            .await
+            .unwrap();
+    }
+    root.user_grant_role("u", "r").await.unwrap();
+    let mut u = login(&s, "u", "upw").await.unwrap();
+    let mut anonymous = s.client().await;
+    let lease = u.lease_grant(60, None).await.unwrap().id();
+
+    // Lock: the caller's lease (or a session lease granted as the caller), its txn and reads.
+    let held = u
+        .lock("L", Some(etcd_client::LockOptions::new().with_lease(lease)))
+        .await
+        .unwrap();
+    let key = held.key().to_vec();
+    assert!(key.starts_with(b"L/"), "{key:?}");
+    expect_status(
+        u.lock("M", Some(etcd_client::LockOptions::new().with_lease(lease)))
+            .await,
+        Code::Unknown,
+        DENIED,
+    );
+    expect_status(
+        anonymous
+            .lock("L", Some(etcd_client::LockOptions::new().with_lease(lease)))
+            .await,
+        Code::Unknown,
+        USER_EMPTY,
+    );
+    // Without a lease the session lease is granted as the caller: any user may.
+    expect_status(anonymous.lock("L", None).await, Code::Unknown, USER_EMPTY);
+    expect_status(u.lock("M", None).await, Code::Unknown, DENIED);
+    // Unlock deletes the key as the caller.
+    root.put("M/x", "", None).await.unwrap();
+    expect_status(u.unlock("M/x").await, Code::Unknown, DENIED);
+    expect_status(
+        anonymous.unlock(key.clone()).await,
+        Code::Unknown,
+        USER_EMPTY,
+    );
+    u.unlock(key.clone()).await.unwrap();
+    assert!(root.get(key, None).await.unwrap().kvs().is_empty());
+
+    // Election: campaign, leader, proclaim and resign, each as the caller.
+    let won = u.campaign("E", "v1", lease).await.unwrap();
+    let leader = won.leader().unwrap().clone();
+    assert_eq!(u.leader("E").await.unwrap().kv().unwrap().value(), b"v1");
+    expect_status(u.campaign("F", "v", lease).await, Code::Unknown, DENIED);
+    expect_status(anonymous.leader("E").await, Code::Unknown, USER_EMPTY);
+    root.campaign("F", "rootv", 0).await.unwrap();
+    expect_status(u.leader("F").await, Code::Unknown, DENIED);
+    expect_status(
+        anonymous
+            .proclaim(
+                "v2",
+                Some(etcd_client::ProclaimOptions::new().with_leader(leader.clone())),
+            )
+            .await,
+        Code::Unknown,
+        USER_EMPTY,
+    );
+    u.proclaim(
+        "v2",
+        Some(etcd_client::ProclaimOptions::new().with_leader(leader.clone())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(root.leader("E").await.unwrap().kv().unwrap().value(), b"v2");
+    expect_status(
+        anonymous
+            .resign(Some(
+                etcd_client::ResignOptions::new().with_leader(leader.clone()),
+            ))
+            .await,
+        Code::Unknown,
+        USER_EMPTY,
+    );
+    u.resign(Some(etcd_client::ResignOptions::new().with_leader(leader)))
+        .await
+        .unwrap();
+    assert!(
+        root.get("E/", Some(GetOptions::new().with_prefix()))
+            .await
+            .unwrap()
+            .kvs()
+            .is_empty()
+    );
+}
+
+/// Membership changes need an admin (etcd's `checkMembershipOperationPermission`); the list
+/// does not.
+#[tokio::test]
+async fn membership_changes_need_root() {
+    let s = TestServer::start_default().await;
+    let mut root = enable_auth(&s).await;
+    // (etcd 3.4 lists the root role's own grants: none; 3.5 would list readwrite on all keys.)
+    assert!(
+        root.role_get("root")
+            .await
+            .unwrap()
+            .permissions()
+            .is_empty()
+    );
+    root.user_add("u", "upw", None).await.unwrap();
+    let mut u = login(&s, "u", "upw").await.unwrap();
+    let mut anonymous = s.client().await;
+    let urls = ["http://127.0.0.1:1"];
+    let learner = etcd_client::MemberAddOptions::new().with_is_learner();
+    expect_status(
+        u.member_add(urls, Some(learner.clone())).await,
+        Code::PermissionDenied,
+        DENIED,
+    );
+    expect_status(
+        anonymous.member_add(urls, Some(learner.clone())).await,
+        Code::InvalidArgument,
+        USER_EMPTY,
+    );
+    let id = root
+        .member_add(urls, Some(learner))
+        .await
+        .unwrap()
+        .member()
+        .unwrap()
+        .id();
+    expect_status(
+        u.member_update(id, vec!["http://127.0.0.1:2".to_owned()])
+            .await,
+        Code::PermissionDenied,
+        DENIED,
+    );
+    expect_status(u.member_promote(id).await, Code::PermissionDenied, DENIED);
+    expect_status(u.member_remove(id).await, Code::PermissionDenied, DENIED);
+    assert_eq!(u.member_list().await.unwrap().members().len(), 2);
+    root.member_remove(id).await.unwrap();
+    assert_eq!(anonymous.member_list().await.unwrap().members().len(), 1);
+}
+
+/// etcd checks no permission on LeaseGrant and LeaseKeepAlive (`EtcdServer.LeaseRenew` takes no
+/// auth info, in 3.4 as in later releases): any caller, even without a token, grants a lease and
+/// renews any lease, whatever keys are attached to it. Revoking it needs write permission on
+/// those keys.
+#[tokio::test]
+async fn lease_grant_and_keep_alive_are_not_checked_as_in_etcd() {
+    let s = TestServer::start_default().await;
+    let mut root = enable_auth(&s).await;
+    root.user_add("u", "upw", None).await.unwrap();
+    let mut u = login(&s, "u", "upw").await.unwrap();
+    let mut anonymous = s.client().await;
+    let granted = anonymous.lease_grant(60, None).await.unwrap().id();
+    anonymous.lease_keep_alive(granted).await.unwrap();
+    let lease = root.lease_grant(60, None).await.unwrap().id();
+    root.put("secret", "x", Some(PutOptions::new().with_lease(lease)))
+        .await
+        .unwrap();
+    for c in [&mut u, &mut anonymous] {
+        let (mut keeper, mut responses) = c.lease_keep_alive(lease).await.unwrap();
+        keeper.keep_alive().await.unwrap();
+        let resp = responses.message().await.unwrap().unwrap();
+        assert_eq!((resp.id(), resp.ttl()), (lease, 60));
+    }
+    expect_status(u.lease_revoke(lease).await, Code::PermissionDenied, DENIED);
+}

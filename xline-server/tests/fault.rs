@@ -2,8 +2,11 @@
 //!
 //! Several client tasks put, get and compare-and-set (a txn comparing the value) a few keys
 //! through random members of a 3-member cluster while a nemesis kills (SIGKILL) and restarts
-//! members, and pauses (SIGSTOP) and resumes (SIGCONT) them, on a schedule drawn from a seeded
-//! PRNG. Every operation is recorded with its invocation and completion (a timeout or an error
+//! members, pauses (SIGSTOP) and resumes (SIGCONT) them, and cuts links between them, on a
+//! schedule drawn from a seeded PRNG. Peer traffic goes through the fault-injecting proxy of
+//! `common::proxy`: the nemesis isolates a member (the leader or another, both ways), or cuts one
+//! directed link (to or from the leader), either refusing connections or blackholing bytes, then
+//! heals it. One fault at a time, so a majority can always make progress. Every operation is recorded with its invocation and completion (a timeout or an error
 //! is indeterminate: it may or may not have taken effect), a final read of every key is added,
 //! and the history is checked per key with curp's Wing & Gong checker
 //! (`curp::testing::linearizability`) in its register model:
@@ -14,11 +17,13 @@
 //!   answered with `succeeded`.
 //!
 //! The final reads make every acknowledged write's effect checkable: a lost write makes them
-//! (or an earlier read) unexplainable.
+//! (or an earlier read) unexplainable. Beyond that, every acknowledged write (a put, or a
+//! successful compare-and-set) is read back explicitly at the end at the revision it was
+//! acknowledged with: the key must hold the written value with that mod revision.
 //!
 //! `XLINE_FAULT_SEED` fixes the nemesis and client choices (the default is drawn from the clock
 //! and printed), `XLINE_FAULT_SECS` the length of the faulty phase (20 s by default; a long
-//! run is `XLINE_FAULT_SECS=600 cargo nextest run -p xline-server --test fault`).
+//! run is `scripts/fault.sh`, which loops over seeds).
 
 #![allow(
     missing_docs,
@@ -34,11 +39,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::cluster::{Cluster, connect_member};
+use common::proxy::Link;
 use common::{ServerOpts, server_kind};
 use curp::testing::linearizability::{
     CheckResult, HistoryRecorder, Input, Key, OpHandle, Output, Value, check_with_budget,
 };
-use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -95,17 +101,22 @@ fn parse_value(bytes: &[u8]) -> Value {
         .unwrap_or_else(|| panic!("unexpected value {bytes:?}"))
 }
 
-/// Runs `op` against etcd's API and maps the answer into the model.
-async fn execute(client: &mut Client, op: Op) -> Result<Output, etcd_client::Error> {
+/// Runs `op` against etcd's API and maps the answer into the model, with the revision of the
+/// answer's header.
+async fn execute(client: &mut Client, op: Op) -> Result<(Output, i64), etcd_client::Error> {
+    let revision = |h: Option<&etcd_client::ResponseHeader>| {
+        h.map_or(0, etcd_client::ResponseHeader::revision)
+    };
     match op {
         Op::Put { key, value } => client
             .put(key_name(key), value.to_string(), None)
             .await
-            .map(|_| Output::Put),
+            .map(|r| (Output::Put, revision(r.header()))),
         Op::Get { key } => {
             let r = client.get(key_name(key), None).await?;
-            Ok(Output::Get(
-                r.kvs().first().map(|kv| parse_value(kv.value())),
+            Ok((
+                Output::Get(r.kvs().first().map(|kv| parse_value(kv.value()))),
+                revision(r.header()),
             ))
         }
         Op::Cas { key, expected, new } => {
@@ -118,7 +129,10 @@ async fn execute(client: &mut Client, op: Op) -> Result<Output, etcd_client::Err
                 Txn::new()
                     .when([compare])
                     .and_then([TxnOp::put(name, new.to_string(), None)]);
-            client.txn(txn).await.map(|r| Output::Cas(r.succeeded()))
+            client
+                .txn(txn)
+                .await
+                .map(|r| (Output::Cas(r.succeeded()), revision(r.header())))
         }
     }
 }
@@ -141,6 +155,14 @@ fn never_sent(e: &etcd_client::Error) -> bool {
     text.contains("Connection refused") || text.contains("ConnectionRefused")
 }
 
+/// An acknowledged write: `key` was set to `value` at `revision`.
+#[derive(Debug, Clone, Copy)]
+struct AckedWrite {
+    key: Key,
+    value: Value,
+    revision: i64,
+}
+
 /// The shared history and counters.
 #[derive(Default)]
 struct History {
@@ -148,6 +170,8 @@ struct History {
     completed: u64,
     indeterminate: u64,
     not_sent: u64,
+    /// Every acknowledged put and successful compare-and-set.
+    acked: Vec<AckedWrite>,
 }
 
 impl History {
@@ -183,7 +207,21 @@ impl History {
 async fn run_op(history: &Mutex<History>, id: u64, client: &mut Client, op: Op) -> Outcome {
     let handle = history.lock().invoke(id, op);
     let outcome = match tokio::time::timeout(OP_TIMEOUT, execute(client, op)).await {
-        Ok(Ok(output)) => Outcome::Done(output),
+        Ok(Ok((output, revision))) => {
+            let written = match (op, output) {
+                (Op::Put { key, value }, Output::Put) => Some((key, value)),
+                (Op::Cas { key, new, .. }, Output::Cas(true)) => Some((key, new)),
+                _ => None,
+            };
+            if let Some((key, value)) = written {
+                history.lock().acked.push(AckedWrite {
+                    key,
+                    value,
+                    revision,
+                });
+            }
+            Outcome::Done(output)
+        }
         Ok(Err(e)) if never_sent(&e) => Outcome::NotSent,
         Ok(Err(_)) | Err(_) => Outcome::Unknown,
     };
@@ -249,24 +287,69 @@ struct Faults {
     leader_kills: u32,
     pauses: u32,
     leader_pauses: u32,
+    /// A member cut off from all others, both ways.
+    isolations: u32,
+    leader_isolations: u32,
+    /// One directed link cut (refused or blackholed).
+    one_way_cuts: u32,
+    /// Cuts (isolations or one-way) that blackholed bytes rather than refusing connections.
+    blackholes: u32,
 }
 
-/// Kills, restarts, pauses and resumes members on a seeded schedule until `until`; at most one
-/// member is faulty at a time, so a majority can always make progress.
+impl Faults {
+    fn total(&self) -> u32 {
+        self.kills + self.pauses + self.isolations + self.one_way_cuts
+    }
+}
+
+/// Kills, restarts, pauses and resumes members and cuts and heals links on a seeded schedule
+/// until `until`; one fault at a time (one member down, paused or cut off, or one directed link
+/// cut), so a majority can always make progress.
 async fn nemesis(cluster: &mut Cluster, seed: u64, until: Instant) -> Faults {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut faults = Faults::default();
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(rng.random_range(500..2000))).await;
         let leader = cluster.agreed_leader().await.map(|id| cluster.index_of(id));
-        let action = rng.random_range(0..4);
+        // Even actions aim at the leader (when there is an agreed one).
+        let action = rng.random_range(0..8);
         let target = match (action % 2, leader) {
             (0, Some(l)) => l,
             _ => rng.random_range(0..cluster.len()),
         };
         let on_leader = Some(target) == leader;
         let down = Duration::from_millis(rng.random_range(500..2500));
-        if action < 2 {
+        let link = if rng.random_bool(0.5) {
+            Link::Refuse
+        } else {
+            Link::Blackhole
+        };
+        if action >= 4 {
+            let net = cluster.net();
+            if action < 6 {
+                println!("nemesis: isolate m{target} ({link:?}, leader: {on_leader}) for {down:?}");
+                net.isolate(target, link);
+                faults.isolations += 1;
+                faults.leader_isolations += u32::from(on_leader);
+            } else {
+                // One directed link between the target and another member, either way.
+                let other = (target + rng.random_range(1..cluster.len())) % cluster.len();
+                let (from, to) = if rng.random_bool(0.5) {
+                    (target, other)
+                } else {
+                    (other, target)
+                };
+                println!(
+                    "nemesis: cut m{from} -> m{to} ({link:?}, m{target} leader: {on_leader}) \
+                     for {down:?}"
+                );
+                net.set(from, to, link);
+                faults.one_way_cuts += 1;
+            }
+            faults.blackholes += u32::from(link == Link::Blackhole);
+            tokio::time::sleep(down).await;
+            cluster.net().heal_all();
+        } else if action < 2 {
             println!("nemesis: kill -9 m{target} (leader: {on_leader}) for {down:?}");
             cluster.kill9(target);
             faults.kills += 1;
@@ -286,7 +369,7 @@ async fn nemesis(cluster: &mut Cluster, seed: u64, until: Instant) -> Faults {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn linearizable_under_kills_and_pauses() {
+async fn linearizable_under_faults() {
     let seed = env_u64("XLINE_FAULT_SEED").unwrap_or_else(|| {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -303,7 +386,7 @@ async fn linearizable_under_kills_and_pauses() {
         .arg("--heartbeat-interval", "50")
         .arg("--election-timeout", "500")
         .arg("--snapshot-count", "200");
-    let mut cluster = Cluster::start_with(3, opts).await;
+    let mut cluster = Cluster::start_proxied(3, opts).await;
     let history = Arc::new(Mutex::new(History::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = (0..CLIENTS)
@@ -328,6 +411,7 @@ async fn linearizable_under_kills_and_pauses() {
         t.await.unwrap();
     }
     // Heal, then read every key back through every member.
+    cluster.net().heal_all();
     for i in 0..cluster.len() {
         cluster.resume(i);
         if !cluster.is_running(i) {
@@ -353,22 +437,32 @@ async fn linearizable_under_kills_and_pauses() {
         .ok()
         .expect("clients finished")
         .into_inner();
+    let lost = check_acked_writes(&cluster, &history.acked).await;
     let checking = Instant::now();
     let verdict = history.check();
     let ops = history.recorder.history().len();
     println!(
         "fault test: seed {seed}: {ops} ops ({} completed, {} indeterminate, {} refused), \
-         faults {faults:?}, checked in {:?}, verdict: {}, total {:?}",
+         {} acknowledged writes ({} missing), faults {faults:?}, proxy {:?}, checked in {:?}, \
+         verdict: {}, total {:?}",
         history.completed,
         history.indeterminate,
         history.not_sent,
+        history.acked.len(),
+        lost.len(),
+        cluster.net().stats(),
         checking.elapsed(),
         verdict.describe(history.recorder.history()),
         started.elapsed()
     );
     assert!(
-        faults.kills + faults.pauses >= 3,
+        faults.total() >= 3,
         "seed {seed}: too few faults injected: {faults:?}"
+    );
+    assert!(
+        lost.is_empty(),
+        "seed {seed}: {} acknowledged writes are missing: {lost:#?}",
+        lost.len()
     );
     assert!(
         history.completed >= 100,
@@ -380,6 +474,178 @@ async fn linearizable_under_kills_and_pauses() {
         "seed {seed}: the history is not linearizable: {}",
         verdict.describe(history.recorder.history())
     );
+}
+
+/// The index of the leader that every member of `members` reports, once they agree on one of
+/// them (panics after `timeout`).
+async fn leader_among(cluster: &Cluster, members: &[usize], timeout: Duration) -> usize {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut seen = Vec::new();
+        for &i in members {
+            seen.push(cluster.status_of(i).await.map(|(_, leader)| leader));
+        }
+        if let Some(Some(first)) = seen.first().copied()
+            && first != 0
+            && seen.iter().all(|&l| l == Some(first))
+            && let Some(&l) = members.iter().find(|&&i| cluster.member_id(i) == first)
+        {
+            return l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "members {members:?} agree on no leader among them within {timeout:?}: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Puts `key = value` through member `i`, retrying failures for up to 10 s.
+async fn put_retrying(cluster: &Cluster, i: usize, key: &str, value: &str) {
+    let mut c = cluster.client(i).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout(OP_TIMEOUT, c.put(key, value, None)).await {
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => assert!(Instant::now() < deadline, "put via m{i}: {e}"),
+            Err(_) => assert!(Instant::now() < deadline, "put via m{i}: timeout"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A linearizable read of `key` through member `i` within `within`: `None` if it failed or
+/// timed out, else the value (`Some(None)` when absent).
+async fn try_get(
+    cluster: &Cluster,
+    i: usize,
+    key: &str,
+    within: Duration,
+) -> Option<Option<String>> {
+    let mut c = cluster.client(i).await;
+    match tokio::time::timeout(within, c.get(key, None)).await {
+        Ok(Ok(r)) => Some(r.kvs().first().map(|kv| kv.value_str().unwrap().to_owned())),
+        _ => None,
+    }
+}
+
+/// The proxy partitions for real: the leader isolated both ways (blackholed, then refused) or
+/// cut off one way (every byte it sends held) loses leadership to one of the
+/// others, which keep serving writes, while the cut-off member cannot serve a linearizable read
+/// of them; once healed, it catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_partitions_move_leadership() {
+    let opts = ServerOpts::new()
+        .arg("--heartbeat-interval", "50")
+        .arg("--election-timeout", "500");
+    let mut cluster = Cluster::start_proxied(3, opts).await;
+    type Cut = fn(&Cluster, usize);
+    let cuts: [(&str, Cut); 3] = [
+        ("isolate-blackhole", |c, l| {
+            c.net().isolate(l, Link::Blackhole);
+        }),
+        ("isolate-refuse", |c, l| {
+            c.net().isolate(l, Link::Refuse);
+        }),
+        // Everything the leader sends is held, on every connection (in etcd, a follower opens
+        // the stream its leader's messages come on, so refusing the leader's own connections
+        // would not silence it).
+        ("one-way-blackhole", |c, l| {
+            for j in 0..c.len() {
+                if j != l {
+                    c.net().set(l, j, Link::Blackhole);
+                }
+            }
+        }),
+    ];
+    for (name, cut) in cuts {
+        let old = cluster.leader_index(Duration::from_secs(10)).await;
+        let others: Vec<usize> = (0..cluster.len()).filter(|&i| i != old).collect();
+        println!("{name}: cutting off the leader m{old}");
+        cut(&cluster, old);
+        let new = leader_among(&cluster, &others, Duration::from_secs(10)).await;
+        let key = format!("partition/{name}");
+        put_retrying(&cluster, others[0], &key, "written").await;
+        assert_eq!(
+            try_get(&cluster, new, &key, OP_TIMEOUT).await,
+            Some(Some("written".to_owned()))
+        );
+        if name.starts_with("isolate") {
+            // Cut off both ways, it cannot confirm a read with a majority.
+            let read = try_get(&cluster, old, &key, Duration::from_secs(1)).await;
+            assert_ne!(
+                read,
+                Some(Some("written".to_owned())),
+                "{name}: the isolated m{old} served the new write"
+            );
+            assert!(
+                read.is_none(),
+                "{name}: the isolated m{old} served a linearizable read: {read:?}"
+            );
+        }
+        cluster.net().heal_all();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if try_get(&cluster, old, &key, OP_TIMEOUT).await == Some(Some("written".to_owned())) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: m{old} did not catch up after healing"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!(
+            "{name}: m{new} took over, m{old} caught up; proxy {:?}",
+            cluster.net().stats()
+        );
+    }
+}
+
+/// Reads every acknowledged write back at the revision it was acknowledged with (rotating over
+/// the members, retrying failures): the key must hold the written value with that mod
+/// revision. Returns the writes that are not there, with what was found instead.
+async fn check_acked_writes(cluster: &Cluster, acked: &[AckedWrite]) -> Vec<String> {
+    let mut clients = Vec::new();
+    for i in 0..cluster.len() {
+        clients.push(cluster.client(i).await);
+    }
+    let mut lost = Vec::new();
+    for (n, w) in acked.iter().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut member = n % clients.len();
+        let found = loop {
+            let read = clients[member].get(
+                key_name(w.key),
+                Some(GetOptions::new().with_revision(w.revision)),
+            );
+            match tokio::time::timeout(OP_TIMEOUT, read).await {
+                Ok(Ok(r)) => {
+                    break r
+                        .kvs()
+                        .first()
+                        .map(|kv| (parse_value(kv.value()), kv.mod_revision()));
+                }
+                Ok(Err(e)) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "cannot read {w:?} back through m{member}: {e}"
+                    );
+                }
+                Err(_) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "cannot read {w:?} back through m{member}: timeout"
+                    );
+                }
+            }
+            member = (member + 1) % clients.len();
+        };
+        if found != Some((w.value, w.revision)) {
+            lost.push(format!("{w:?}: found (value, mod_revision) {found:?}"));
+        }
+    }
+    lost
 }
 
 /// The same model rejects what it must: crafted histories of etcd answers, recorded through

@@ -40,6 +40,13 @@ pub enum ClientError {
     /// id, but no member still holds its result.
     #[error("the command was already executed; its result is not available")]
     Duplicate,
+    /// The client id expired (the client was cut off from the leader for longer than its
+    /// lease) while the command was in flight, and an earlier attempt may have been ordered:
+    /// it executed at most once, maybe not at all. The client continues under a fresh id.
+    /// (When every attempt was refused because of the expiry, the client retries the command
+    /// under the fresh id itself.)
+    #[error("the client id expired; the outcome of the command is unknown")]
+    Expired,
     /// The member could not decode the request.
     #[error("the member could not decode the request: {0}")]
     BadRequest(String),
@@ -55,7 +62,10 @@ impl ClientError {
     pub fn is_retryable(&self) -> bool {
         !matches!(
             self,
-            ClientError::Duplicate | ClientError::BadRequest(_) | ClientError::Malformed(_)
+            ClientError::Duplicate
+                | ClientError::Expired
+                | ClientError::BadRequest(_)
+                | ClientError::Malformed(_)
         )
     }
 

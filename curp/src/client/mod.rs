@@ -31,10 +31,14 @@
 //!
 //! # Client id
 //!
-//! The core has no client-id lease yet: a client picks a random non-zero id at construction
-//! and keeps it for its lifetime (each request carries the `first_incomplete` watermark of its
-//! commands still in flight, as CURP.md 5.1 asks). Two live clients with the same id would
-//! collide; with 64 random bits this is negligible.
+//! A client picks a random non-zero id at construction and keeps it alive at the leader with
+//! keep-alives (CURP.md 5.1); each request carries the `first_incomplete` watermark of its
+//! commands still in flight. A client cut off for longer than its lease is expired by the
+//! leader (a replicated tombstone, DD4) and continues under a fresh id. A command whose every
+//! attempt was refused because of the expiry ([`Rejection::ClientExpired`], given before
+//! anything is appended) never executed and is retried under the fresh id; one that may have
+//! been ordered before ends with [`ClientError::Expired`] (outcome unknown). Two live clients
+//! with the same id would collide; with 64 random bits this is negligible.
 
 mod error;
 
@@ -435,10 +439,15 @@ where
             ids: &self.ids,
             seq,
         };
-        let id = ProposeId {
+        let mut id = ProposeId {
             client_id: self.ids.client_id(),
             seq,
         };
+        // Whether every attempt with `id` so far was refused because the client id expired:
+        // then none of them was ever appended, so the command never executes under `id` and
+        // may run under a fresh id (CURP.md DD4). Any other outcome (a timeout, a failover
+        // after records were accepted) leaves it possibly executed.
+        let mut never_taken = true;
         let keys = cmd.conflict_keys();
         let payload = Bytes::from(cmd.encode());
         let deadline = Instant::now() + self.config.propose_timeout;
@@ -482,6 +491,17 @@ where
                 self.stats.lock().retries += u64::from(attempts - 1);
                 return Err(err);
             }
+            if err == ClientError::Rejected(Rejection::ClientExpired) {
+                self.ids.renew(id.client_id);
+                if !never_taken {
+                    self.stats.lock().retries += u64::from(attempts - 1);
+                    return Err(ClientError::Expired);
+                }
+                id.client_id = self.ids.client_id();
+                tracing::debug!(?id, attempts, "curp client: retrying under a fresh id");
+                continue;
+            }
+            never_taken = false;
             tracing::debug!(?id, attempts, %err, "curp client: attempt failed");
             if let Err(e) = self.after_failure(&err, deadline, &mut backoff).await {
                 self.stats.lock().retries += u64::from(attempts - 1);

@@ -17,7 +17,15 @@ use super::witness;
 impl Core {
     /// A client proposes `cmd` at this member.
     pub(crate) fn propose(&mut self, cmd: CommandData, fast: bool) {
-        if self.role == Role::Leader {
+        if self.dedup.is_expired(cmd.id.client_id) {
+            // The tombstone is committed: refuse before anything is appended, so the client
+            // knows this attempt never executes (a copy appended later would follow the
+            // tombstone and be skipped).
+            self.event(Event::Rejected {
+                id: cmd.id,
+                reason: Rejection::ClientExpired,
+            });
+        } else if self.role == Role::Leader {
             if let Err(reason) = self.leader_propose(cmd.clone(), fast, self.cfg.id) {
                 self.event(Event::Rejected { id: cmd.id, reason });
             }
@@ -71,6 +79,9 @@ impl Core {
         if transferring {
             return Err(Rejection::LeaderTransfer);
         }
+        if self.dedup.is_expired(cmd.id.client_id) {
+            return Err(Rejection::ClientExpired);
+        }
         // The leader's witness counts towards the superquorum; slow proposals sent no records,
         // so they do not occupy it.
         let witness_ok = fast && self.witness_insert(&cmd);
@@ -123,9 +134,17 @@ impl Core {
     }
 
     /// A client records `cmd` at this member's witness (CURP.md W1, W2, P3). The answer is an
-    /// event, delivered after the journal is durable.
+    /// event, delivered after the journal is durable; a record of an expired client is refused
+    /// at once with [`Rejection::ClientExpired`].
     pub(crate) fn record(&mut self, cmd: CommandData, term: Term, cluster_version: u64) {
         let id = cmd.id;
+        if self.dedup.is_expired(id.client_id) {
+            self.event(Event::Rejected {
+                id,
+                reason: Rejection::ClientExpired,
+            });
+            return;
+        }
         let admissible = self.members.is_voter(self.cfg.id)
             && term == self.term
             && cluster_version == self.members.current().version
@@ -259,6 +278,9 @@ impl Core {
     /// P3). Their `first_incomplete` is cleared: their order is arbitrary, so they must not move
     /// their client's dedup watermark (DD3).
     pub(crate) fn recover_from_witnesses(&mut self, pools: &[Vec<CommandData>]) {
+        if let Some(lead) = self.lead.as_mut() {
+            lead.election_clients = pools.iter().flatten().map(|c| c.id.client_id).collect();
+        }
         let threshold = quorum::recover_quorum(self.members.current().voters.len());
         let recovered = witness::recover(pools, threshold);
         if recovered.is_empty() {

@@ -130,6 +130,9 @@ pub(crate) struct LeaderState {
     /// origin, or the last read index it was given. Commit advances covering it are pushed at
     /// once instead of waiting for the next heartbeat (SIM_FINDINGS O1).
     pub(crate) commit_wanted: BTreeMap<NodeId, LogIndex>,
+    /// Client ids of the records in the witness pools collected at this leader's election
+    /// (see [`Core::leader_clients`]).
+    pub(crate) election_clients: BTreeSet<u64>,
 }
 
 /// The pure protocol core of one member (CURP.md D7). See [`super::ready`] for how a driver
@@ -363,6 +366,35 @@ impl Core {
     /// The snapshot boundary `(index, term)`: entries up to it are compacted ((0, 0): none).
     pub fn snapshot_boundary(&self) -> (LogIndex, Term) {
         self.log.offset()
+    }
+
+    /// Leader: the clients whose records or commands it inherited and must eventually expire
+    /// if they never come back (CURP.md P3, DD4): the client ids of the witness pools
+    /// collected at its election (recovered or not), of its own witness, and of the commands
+    /// in its log not applied yet. Expired clients and the driver's own id 0 are left out;
+    /// empty on a non-leader. The driver starts a client-id lease for each when it takes
+    /// office, so a client that crashed before the election still expires and its orphan
+    /// records are purged everywhere.
+    pub fn leader_clients(&self) -> BTreeSet<u64> {
+        let Some(lead) = self.lead.as_ref() else {
+            return BTreeSet::new();
+        };
+        let unapplied = self
+            .log
+            .slice(self.applied + 1, self.log.last_index())
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EntryKind::Command { cmd, .. } => Some(cmd.id.client_id),
+                _ => None,
+            });
+        let witnessed = self.witness.records().into_iter().map(|c| c.id.client_id);
+        lead.election_clients
+            .iter()
+            .copied()
+            .chain(unapplied)
+            .chain(witnessed)
+            .filter(|&c| c != 0 && !self.dedup.is_expired(c))
+            .collect()
     }
 
     /// The proposal ids this member's witness currently holds (for invariant checkers).

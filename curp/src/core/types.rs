@@ -150,6 +150,11 @@ pub enum Rejection {
     InvalidChange,
     /// A learner to promote has not caught up with the leader's log yet.
     LearnerNotReady,
+    /// The proposal's (or record's) client id lease expired: the member has applied the
+    /// client's tombstone (CURP.md DD4), so nothing of the client is taken any more. The
+    /// command was not appended; any copy that gets into the log later follows the tombstone
+    /// and never executes.
+    ClientExpired,
 }
 
 /// Peer-to-peer messages. Raft's, plus CURP's origin acknowledgements, proposal forwarding

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::codec::{self, WitnessJournal};
 use super::handle::{Request, Shared};
+use super::metrics::Counters;
 use super::{NodeConfig, NodeError, stop_error};
 use crate::cmd::{Command, CommandExecutor};
 use crate::core::{
@@ -310,6 +311,7 @@ where
         match req {
             Request::Propose { data, reply } => {
                 let id = data.id;
+                Counters::inc(&self.shared.metrics.slow_path);
                 self.core.step(Input::Propose {
                     cmd: data.clone(),
                     fast: false,
@@ -395,10 +397,12 @@ where
     fn on_tick(&mut self, now: Instant) {
         let resend = self.resend_interval();
         let mut again = Vec::new();
+        let failed = &self.shared.metrics.proposals_failed;
         self.proposals.retain(|_, p| {
             if now >= p.deadline {
                 let reply = std::mem::replace(&mut p.reply, oneshot::channel().0);
                 let _ = reply.send(Err(ProposeError::Timeout));
+                Counters::inc(failed);
                 return false;
             }
             if now >= p.retry_at {
@@ -578,7 +582,9 @@ where
             dirty = true;
         }
         if dirty {
+            let started = Instant::now();
             guarded("syncing the log", || self.storage.sync())?;
+            self.shared.metrics.log_sync.observe(started.elapsed());
         }
         if let Some(snap) = snapshot_taken {
             // The record is durable: the log up to it is no longer needed.
@@ -663,7 +669,9 @@ where
         if batch.is_empty() {
             return Ok(());
         }
+        let started = Instant::now();
         let outputs = guarded("applying commands", || self.executor.apply(batch))?;
+        self.shared.metrics.apply.observe(started.elapsed());
         if outputs.len() != batch.len() {
             return Err(ProposeError::Fatal(format!(
                 "the executor returned {} outputs for {} commands",
@@ -708,6 +716,14 @@ where
 
     /// Answers to local requests.
     fn event(&mut self, event: Event) {
+        if let Event::Proposed { conflict, .. } = &event {
+            let metrics = &self.shared.metrics;
+            Counters::inc(if *conflict {
+                &metrics.fast_path_fallback
+            } else {
+                &metrics.fast_path
+            });
+        }
         let Some(event) = self.client_event(event) else {
             return;
         };
@@ -722,6 +738,7 @@ where
                         | Rejection::LearnerNotReady => {
                             if let Some(p) = self.proposals.remove(&id) {
                                 let _ = p.reply.send(Err(ProposeError::InvalidChange));
+                                Counters::inc(&self.shared.metrics.proposals_failed);
                             }
                         }
                         // Not the leader (yet), a transfer, a stale version: try again soon.
@@ -771,6 +788,9 @@ where
     /// may have lost them), with the same ids.
     fn on_role(&mut self, rs: RoleState) {
         let leader_changed = rs.leader != self.role.leader || rs.term != self.role.term;
+        if rs.leader.is_some() && rs.leader != self.role.leader {
+            Counters::inc(&self.shared.metrics.leader_changes);
+        }
         self.role = rs;
         self.role_tx.send_replace(rs);
         if leader_changed && rs.leader.is_some() {
@@ -803,6 +823,16 @@ where
             self.transport.set_peers(&peers);
         }
         *self.shared.status.lock() = status;
+        let metrics = &self.shared.metrics;
+        Counters::set(&metrics.proposals_pending, self.proposals.len());
+        Counters::set(&metrics.witness_pool_size, self.core.witness.len());
+        let (ucp_len, exclusive) = self.core.lead.as_ref().map_or((0, false), |lead| {
+            // Empty keys conflict only with an exclusive command.
+            let exclusive = lead.ucp.conflicts(&crate::cmd::ConflictKeys::default());
+            (lead.ucp.len(), exclusive)
+        });
+        Counters::set(&metrics.uncommitted_pool_size, ucp_len);
+        Counters::set(&metrics.exclusive_pending, usize::from(exclusive));
     }
 
     /// Stops: flushes the state machine (best effort) and answers everything pending.

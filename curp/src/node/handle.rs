@@ -108,6 +108,8 @@ pub(crate) struct Shared {
     pub(crate) transport: Arc<dyn Transport>,
     /// How long a request may take before it is answered with [`ProposeError::Timeout`].
     pub(crate) request_timeout: Duration,
+    /// The driver's counters.
+    pub(crate) metrics: super::metrics::Counters,
 }
 
 impl Shared {
@@ -459,6 +461,11 @@ impl<C, O> NodeHandle<C, O> {
     /// Why the driver stopped, if it stopped on a fatal error.
     pub fn fatal_error(&self) -> Option<String> {
         self.shared.fatal.lock().clone()
+    }
+
+    /// The node's counters for monitoring (see [`super::metrics`]).
+    pub fn metrics(&self) -> super::NodeMetrics {
+        self.shared.metrics.snapshot()
     }
 }
 

@@ -51,6 +51,7 @@
 pub mod codec;
 mod driver;
 mod handle;
+pub mod metrics;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -61,6 +62,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
 pub use handle::{Encoder, FastReply, Inbox, KeepAliveReply, NodeHandle, RecordReply};
+pub use metrics::{HistogramSnapshot, NodeMetrics};
 
 use crate::cmd::{Command, CommandExecutor};
 use crate::core::{self, Membership, NodeId};
@@ -254,6 +256,7 @@ impl Node {
             status: Mutex::new(status),
             transport: Arc::clone(&transport),
             request_timeout: config.request_timeout,
+            metrics: metrics::Counters::default(),
         });
         let driver = driver::Driver::new(
             config,

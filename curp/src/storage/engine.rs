@@ -16,6 +16,10 @@
 //!   exceed `purge_threshold`; it rewrites live key-values (and live entries of old files) to
 //!   the rewrite queue. We call it after each compaction.
 //! - a failed fsync panics inside raft-engine.
+//! - `Engine::sync` writes an empty batch with `sync = true`, and `Engine::write` returns at
+//!   once for an empty batch: it never fsyncs. [`RaftEngineLog::sync`] therefore writes a
+//!   one-byte marker record ([`SYNC_MARKER_KEY`]) with `sync = true`, which fsyncs the active
+//!   file; files rotated out before it were synced when they were closed.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -48,6 +52,8 @@ const HARD_STATE_KEY: &[u8] = b"curp/hard_state";
 const BOUNDARY_KEY: &[u8] = b"curp/boundary";
 /// Prefix of metadata record keys.
 const META_PREFIX: &[u8] = b"curp/meta/";
+/// Key of the marker record written to force an fsync (see the module docs).
+const SYNC_MARKER_KEY: &[u8] = b"curp/sync";
 /// How many entries to read from raft-engine at a time in [`LogStorage::entries`].
 const READ_CHUNK: u64 = 64;
 
@@ -178,11 +184,22 @@ impl RaftEngineLog {
     fn write(&self, batch: &mut LogBatch, sync: bool) -> Result<(), StorageError> {
         if batch.is_empty() {
             if sync {
-                self.engine.sync().map_err(engine_error)?;
+                self.force_sync()?;
             }
             return Ok(());
         }
         self.engine.write(batch, sync).map_err(engine_error)?;
+        Ok(())
+    }
+
+    /// Makes every earlier write durable. `Engine::sync` cannot (module docs): a non-empty
+    /// batch written with `sync = true` fsyncs the active log file.
+    fn force_sync(&self) -> Result<(), StorageError> {
+        let mut batch = LogBatch::default();
+        batch
+            .put(REGION, SYNC_MARKER_KEY.to_vec(), vec![1])
+            .map_err(engine_error)?;
+        self.engine.write(&mut batch, true).map_err(engine_error)?;
         Ok(())
     }
 
@@ -364,7 +381,7 @@ impl LogStorage for RaftEngineLog {
     }
 
     fn sync(&self) -> Result<(), StorageError> {
-        self.engine.sync().map_err(engine_error)
+        self.force_sync()
     }
 }
 
@@ -573,6 +590,40 @@ fn file_descriptor() -> &'static FileDescriptorProto {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Time raft-engine spent in fsync on this thread, reset.
+    fn synced() -> std::time::Duration {
+        raft_engine::take_perf_context().log_sync_duration
+    }
+
+    #[test]
+    fn sync_really_fsyncs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = RaftEngineLog::open(dir.path()).expect("open");
+        let _ = synced();
+        // raft-engine's own `Engine::sync` does nothing: the reason for `force_sync`.
+        log.engine.sync().expect("engine sync");
+        assert_eq!(synced(), std::time::Duration::ZERO);
+        log.put_meta(b"k", b"v", false).expect("put");
+        assert_eq!(
+            synced(),
+            std::time::Duration::ZERO,
+            "unsynced write fsynced"
+        );
+        log.sync().expect("sync");
+        assert!(synced() > std::time::Duration::ZERO, "sync() did not fsync");
+        log.append(&[], true).expect("empty synced append");
+        assert!(
+            synced() > std::time::Duration::ZERO,
+            "append(&[], true) did not fsync"
+        );
+        log.set_hard_state(HardState::default(), true)
+            .expect("hard state");
+        assert!(
+            synced() > std::time::Duration::ZERO,
+            "synced write did not fsync"
+        );
+    }
 
     #[test]
     fn entry_message_round_trips() {

@@ -68,7 +68,8 @@ impl<C, O, K> std::fmt::Debug for ClientService<C, O, K> {
 
 impl<C: Command, O: Send + 'static, K: OutputCodec<O>> ClientService<C, O, K> {
     /// A service over `node`; `addresses` (member id -> client-service URLs, this member's
-    /// included) is what `FetchCluster` reports, see [`ClientService::set_addresses`].
+    /// included) is what `FetchCluster` reports, see [`ClientService::set_addresses`]; a
+    /// member it does not list is reported at its peer URLs from the membership.
     pub fn new(node: NodeHandle<C, O>, addresses: BTreeMap<NodeId, Vec<String>>) -> Self {
         Self {
             node,
@@ -93,6 +94,7 @@ impl<C: Command, O: Send + 'static, K: OutputCodec<O>> ClientService<C, O, K> {
                 Failure::Rejected((&Rejection::NotLeader { leader, term }).into())
             }
             ProposeError::Fatal(message) => Failure::Fatal(message),
+            ProposeError::ClientExpired => Failure::Rejected((&Rejection::ClientExpired).into()),
             other => Failure::Fatal(other.to_string()),
         };
         curppb::ClientFailure {
@@ -238,14 +240,18 @@ where
         _request: Request<curppb::ClientFetchClusterRequest>,
     ) -> Result<Response<curppb::ClientFetchClusterResponse>, Status> {
         let status = self.node.status();
-        let addresses = self
-            .addresses
-            .read()
-            .iter()
-            .map(|(&id, urls)| curppb::ClientMemberAddresses {
-                id,
-                urls: urls.clone(),
-            })
+        // Addresses given to the service win; other members are reached at their peer URLs
+        // (the service is served on the peer listener).
+        let mut known = status.membership.peers.clone();
+        known.extend(
+            self.addresses
+                .read()
+                .iter()
+                .map(|(&id, urls)| (id, urls.clone())),
+        );
+        let addresses = known
+            .into_iter()
+            .map(|(id, urls)| curppb::ClientMemberAddresses { id, urls })
             .collect();
         Ok(Response::new(curppb::ClientFetchClusterResponse {
             member_id: status.id,
@@ -287,6 +293,8 @@ pub struct GrpcClientTransport {
     connect_timeout: Duration,
     /// Largest message either way.
     max_message_bytes: usize,
+    /// TLS for `https://` addresses.
+    tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl GrpcClientTransport {
@@ -297,7 +305,15 @@ impl GrpcClientTransport {
             channels: Mutex::new(HashMap::new()),
             connect_timeout,
             max_message_bytes,
+            tls: None,
         }
+    }
+
+    /// The same transport, dialing `https://` addresses with `tls` (the CA that signs the
+    /// members' certificates, and the client's own certificate if they require one).
+    pub fn with_tls(mut self, tls: tonic::transport::ClientTlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// The client for `addr` (created on first use; connects lazily).
@@ -305,8 +321,14 @@ impl GrpcClientTransport {
         if let Some(client) = self.channels.lock().get(addr) {
             return Ok(client.clone());
         }
-        let endpoint = Endpoint::from_shared(addr.to_owned())
-            .map_err(|e| transport_error(addr, e))?
+        let mut endpoint =
+            Endpoint::from_shared(addr.to_owned()).map_err(|e| transport_error(addr, e))?;
+        if addr.starts_with("https://") {
+            endpoint = endpoint
+                .tls_config(self.tls.clone().unwrap_or_default())
+                .map_err(|e| transport_error(addr, e))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true);
         let client = ClientApiClient::new(endpoint.connect_lazy())

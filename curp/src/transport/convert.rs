@@ -268,6 +268,7 @@ impl From<&Rejection> for curppb::Rejection {
             Rejection::ChangePending => rejection::Reason::ChangePending(curppb::Empty {}),
             Rejection::InvalidChange => rejection::Reason::InvalidChange(curppb::Empty {}),
             Rejection::LearnerNotReady => rejection::Reason::LearnerNotReady(curppb::Empty {}),
+            Rejection::ClientExpired => rejection::Reason::ClientExpired(curppb::Empty {}),
         };
         Self {
             reason: Some(reason),
@@ -291,6 +292,7 @@ impl TryFrom<curppb::Rejection> for Rejection {
             rejection::Reason::ChangePending(curppb::Empty {}) => Rejection::ChangePending,
             rejection::Reason::InvalidChange(curppb::Empty {}) => Rejection::InvalidChange,
             rejection::Reason::LearnerNotReady(curppb::Empty {}) => Rejection::LearnerNotReady,
+            rejection::Reason::ClientExpired(curppb::Empty {}) => Rejection::ClientExpired,
         })
     }
 }
@@ -676,7 +678,7 @@ mod tests {
     }
 
     fn rejection(rng: &mut Rng) -> Rejection {
-        match rng.below(6) {
+        match rng.below(7) {
             0 => Rejection::NotLeader {
                 leader: rng.option(),
                 term: rng.num(),
@@ -685,6 +687,7 @@ mod tests {
             2 => Rejection::LeaderTransfer,
             3 => Rejection::ChangePending,
             4 => Rejection::LearnerNotReady,
+            5 => Rejection::ClientExpired,
             _ => Rejection::InvalidChange,
         }
     }
@@ -802,7 +805,7 @@ mod tests {
         }
         assert_eq!(kinds.len(), 3);
         assert_eq!(changes.len(), 6);
-        assert_eq!(reasons.len(), 6);
+        assert_eq!(reasons.len(), 7);
     }
 
     #[test]

@@ -38,7 +38,8 @@
 //! reconnects).
 //!
 //! Deployment note: mount [`peer_server`] on the peer listener with
-//! `tonic::transport::Server::builder()`; across a WAN, larger HTTP/2 windows
+//! `tonic::transport::Server::builder()` (serving TLS there when peers dial `https://` URLs
+//! with [`GrpcOptions::tls`]); across a WAN, larger HTTP/2 windows
 //! (`http2_adaptive_window(Some(true))` or explicit window sizes) help throughput.
 
 use std::collections::{BTreeMap, HashMap};
@@ -102,6 +103,9 @@ pub struct GrpcOptions {
     pub backoff_max: Duration,
     /// Seed of the jitter generator (combined with the member ids).
     pub seed: u64,
+    /// TLS for `https://` peer URLs: the CA that signs the peers' certificates and this
+    /// member's own certificate to present. `https://` peers cannot be reached without it.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl Default for GrpcOptions {
@@ -118,6 +122,7 @@ impl Default for GrpcOptions {
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
             seed: 0,
+            tls: None,
         }
     }
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use prost::Message;
 use tonic::metadata::MetadataMap;
-use xline_proto::authpb::{Permission, Role, User, UserAddOptions};
+use xline_proto::authpb::{Role, User, UserAddOptions};
 use xline_proto::etcdserverpb::{
     AuthRoleGetResponse, AuthStatusResponse, AuthUserGetResponse, RequestOp, TxnRequest, request_op,
 };
@@ -358,7 +358,12 @@ impl AuthStore {
             return Ok(None);
         }
         let Some(raw) = md.get("token").or_else(|| md.get("authorization")) else {
-            return Ok(None);
+            // No token: with --client-cert-auth, the verified certificate's CN is the user
+            // (etcd's AuthInfoFromTLS).
+            return Ok(crate::tls::cert_user(md).map(|username| AuthHeader {
+                username,
+                revision: self.revision(),
+            }));
         };
         let raw = raw.to_str().map_err(|_| EtcdError::InvalidAuthToken)?;
         let token = raw.strip_prefix("Bearer ").unwrap_or(raw);
@@ -389,6 +394,17 @@ impl AuthStore {
         let raw = md.get("token").or_else(|| md.get("authorization"))?;
         let raw = raw.to_str().ok()?;
         Some(raw.strip_prefix("Bearer ").unwrap_or(raw).to_owned())
+    }
+
+    /// Copies the auth token `from` carries (if any) into `to` as `token` metadata: what a
+    /// member hands on when it makes a request on a client's behalf (a forwarded membership
+    /// change, the Lock and Election services' own requests).
+    pub fn copy_token(from: &MetadataMap, to: &mut MetadataMap) {
+        if let Some(token) = Self::token_of(from)
+            && let Ok(value) = tonic::metadata::AsciiMetadataValue::try_from(token.as_str())
+        {
+            to.insert("token", value);
+        }
     }
 
     /// Whether the bearer of `token` may read the key or range (a Watch create, etcd's
@@ -543,16 +559,13 @@ impl AuthStore {
             }
         }
         let role = st.roles.get(name).ok_or(EtcdError::RoleNotFound)?;
-        let perm = if name == ROOT_ROLE {
-            vec![Permission {
-                perm_type: xline_proto::authpb::permission::Type::Readwrite as i32,
-                key: Vec::new(),
-                range_end: vec![0],
-            }]
-        } else {
-            role.key_permission.clone()
-        };
-        Ok(AuthRoleGetResponse { header: None, perm })
+        // The role's own grants, also for root, as etcd 3.4 answers (etcd 3.5 lists root with
+        // one readwrite permission on every key instead; `etcdctl role get root` is compared
+        // with etcd 3.4 in scripts/etcdctl-compat.sh).
+        Ok(AuthRoleGetResponse {
+            header: None,
+            perm: role.key_permission.clone(),
+        })
     }
 
     /// `Auth.UserList` (admin).

@@ -1,4 +1,4 @@
-use xline_proto::authpb::permission;
+use xline_proto::authpb::{Permission, permission};
 use xline_proto::etcdserverpb::{
     AuthDisableRequest, AuthEnableRequest, AuthRoleAddRequest, AuthRoleDeleteRequest,
     AuthRoleGrantPermissionRequest, AuthRoleRevokePermissionRequest, AuthUserAddRequest,

@@ -6,6 +6,10 @@
 //! client URL, then waits until it has applied the change itself (a read-index barrier), so
 //! that a `MemberList` on the member called right after reflects it.
 //!
+//! With auth enabled, every change needs an admin (etcd's `checkMembershipOperationPermission`):
+//! the member called checks the caller's token, and a forwarded request carries it on to the
+//! leader, which checks it again.
+//!
 //! etcd's `--strict-reconfig-check` rules are applied on the leader: a voter is added, removed
 //! or promoted only if the voters that have published themselves (started) keep a quorum.
 
@@ -15,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use curp::ProposeError;
 use curp::core::{ConfChange, Membership, NodeId, Role};
+use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use xline_proto::etcdserverpb::cluster_client::ClusterClient;
@@ -40,6 +45,13 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct ClusterService {
     ctx: Arc<ServerContext>,
+}
+
+/// A request to forward to the leader, with the caller's auth token (metadata `md`) on it.
+fn forwarded<T>(md: &MetadataMap, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    crate::auth::AuthStore::copy_token(md, request.metadata_mut());
+    request
 }
 
 /// Where a membership request is handled.
@@ -137,7 +149,11 @@ impl ClusterService {
             .find(|m| m.id == leader)
             .and_then(|m| m.client_ur_ls.first().cloned())
             .ok_or_else(|| Status::from(EtcdError::NoLeader))?;
-        let channel = tonic::transport::Endpoint::from_shared(url)
+        let channel = self
+            .ctx
+            .tls
+            .client
+            .endpoint(&url)
             .map_err(|_| Status::from(EtcdError::NoLeader))?
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(15))
@@ -167,6 +183,14 @@ impl ClusterService {
             Err(ProposeError::LearnerNotReady) => Err(EtcdError::LearnerNotReady.into()),
             Err(e) => Err(ServerError::from(e).into()),
         }
+    }
+
+    /// etcd's `checkMembershipOperationPermission`: an admin, when auth is enabled.
+    async fn check_admin(&self, md: &MetadataMap) -> Result<(), Status> {
+        let auth = self.ctx.store.auth();
+        auth.check_admin(md)
+            .await
+            .map_err(|e| Status::from(ServerError::from(e)))
     }
 
     /// Whether the error says the leader moved while the request was handled.
@@ -367,23 +391,26 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        let req = request.into_inner();
-        if !valid_peer_urls(&req.peer_ur_ls) {
+        if !valid_peer_urls(&request.get_ref().peer_ur_ls) {
             return Err(EtcdError::MemberBadUrls.into());
         }
+        self.check_admin(request.metadata()).await?;
+        let (md, _, req) = request.into_parts();
         let mut last = Status::from(EtcdError::NoLeader);
         for _ in 0..ATTEMPTS {
             let result = match self.route().await? {
                 Route::Local => self.add_here(&req).await,
-                Route::Forward(mut leader) => match leader.member_add(req.clone()).await {
-                    Ok(resp) => {
-                        self.catch_up().await?;
-                        let mut resp = resp.into_inner();
-                        resp.header = Some(self.ctx.header(0));
-                        Ok(resp)
+                Route::Forward(mut leader) => {
+                    match leader.member_add(forwarded(&md, req.clone())).await {
+                        Ok(resp) => {
+                            self.catch_up().await?;
+                            let mut resp = resp.into_inner();
+                            resp.header = Some(self.ctx.header(0));
+                            Ok(resp)
+                        }
+                        Err(status) => Err(status),
                     }
-                    Err(status) => Err(status),
-                },
+                }
             };
             match result {
                 Err(status) if Self::leader_moved(&status) => last = status,
@@ -397,12 +424,14 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        let req = request.into_inner();
+        self.check_admin(request.metadata()).await?;
+        let (md, _, req) = request.into_parts();
         let mut last = Status::from(EtcdError::NoLeader);
         for _ in 0..ATTEMPTS {
             let result = match self.route().await? {
                 Route::Local => self.remove_here(req.id).await,
-                Route::Forward(mut leader) => match leader.member_remove(req).await {
+                Route::Forward(mut leader) => match leader.member_remove(forwarded(&md, req)).await
+                {
                     Ok(resp) => {
                         // A removed member cannot catch up any more: answer at once.
                         if req.id != self.ctx.member.id {
@@ -427,20 +456,23 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        let req = request.into_inner();
+        self.check_admin(request.metadata()).await?;
+        let (md, _, req) = request.into_parts();
         let mut last = Status::from(EtcdError::NoLeader);
         for _ in 0..ATTEMPTS {
             let result = match self.route().await? {
                 Route::Local => self.update_here(&req).await,
-                Route::Forward(mut leader) => match leader.member_update(req.clone()).await {
-                    Ok(resp) => {
-                        self.catch_up().await?;
-                        let mut resp = resp.into_inner();
-                        resp.header = Some(self.ctx.header(0));
-                        Ok(resp)
+                Route::Forward(mut leader) => {
+                    match leader.member_update(forwarded(&md, req.clone())).await {
+                        Ok(resp) => {
+                            self.catch_up().await?;
+                            let mut resp = resp.into_inner();
+                            resp.header = Some(self.ctx.header(0));
+                            Ok(resp)
+                        }
+                        Err(status) => Err(status),
                     }
-                    Err(status) => Err(status),
-                },
+                }
             };
             match result {
                 Err(status) if Self::leader_moved(&status) => last = status,
@@ -465,20 +497,23 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        let req = request.into_inner();
+        self.check_admin(request.metadata()).await?;
+        let (md, _, req) = request.into_parts();
         let mut last = Status::from(EtcdError::NoLeader);
         for _ in 0..ATTEMPTS {
             let result = match self.route().await? {
                 Route::Local => self.promote_here(req.id).await,
-                Route::Forward(mut leader) => match leader.member_promote(req).await {
-                    Ok(resp) => {
-                        self.catch_up().await?;
-                        let mut resp = resp.into_inner();
-                        resp.header = Some(self.ctx.header(0));
-                        Ok(resp)
+                Route::Forward(mut leader) => {
+                    match leader.member_promote(forwarded(&md, req)).await {
+                        Ok(resp) => {
+                            self.catch_up().await?;
+                            let mut resp = resp.into_inner();
+                            resp.header = Some(self.ctx.header(0));
+                            Ok(resp)
+                        }
+                        Err(status) => Err(status),
                     }
-                    Err(status) => Err(status),
-                },
+                }
             };
             match result {
                 Err(status) if Self::leader_moved(&status) => last = status,

@@ -12,6 +12,11 @@
 //!     then L/3a -> watch, read again; none left: we own the lock.
 //! ```
 //!
+//! Each RPC runs its requests as its caller ([`LocalClient::as_caller`]), as etcd's services
+//! pass the caller's context, and with it the auth token, to the client they run over: with auth
+//! enabled, reads are checked where they are served, txns and deletes when they are applied (the
+//! session lease grant needs no user, as in etcd), and waits watch only what the caller may read.
+//!
 //! Every wait holds a [`Cleanup`]: when the wait fails, or the client goes away and the RPC's
 //! future is dropped, the waiter's key is removed (etcd's `Unlock`/`Resign` on a cancelled
 //! context), so an abandoned waiter never ends up owning the lock.
@@ -19,6 +24,7 @@
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tonic::metadata::MetadataMap;
 use xline_proto::etcdserverpb::{
     Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, ResponseHeader, TxnRequest,
     TxnResponse, WatchCreateRequest, WatchRequest, compare, range_request, request_op,
@@ -43,6 +49,9 @@ pub struct LocalClient {
     ctx: Arc<ServerContext>,
     hub: Arc<WatchHub>,
     leases: LeaseService,
+    /// The caller's auth token (`token` metadata only), the credentials every request is made
+    /// with; empty for a client not bound to a caller.
+    caller: MetadataMap,
 }
 
 /// etcd's range end for "every key with this prefix".
@@ -142,7 +151,33 @@ impl LocalClient {
     /// A client of the member behind `ctx`; waits go through `hub`, session leases through
     /// `leases`.
     pub fn new(ctx: Arc<ServerContext>, hub: Arc<WatchHub>, leases: LeaseService) -> Self {
-        Self { ctx, hub, leases }
+        Self {
+            ctx,
+            hub,
+            leases,
+            caller: MetadataMap::new(),
+        }
+    }
+
+    /// This client acting as the caller of an RPC: its requests carry the auth token the RPC's
+    /// metadata `md` carries (if any), as etcd's services make theirs with the caller's context.
+    pub fn as_caller(&self, md: &MetadataMap) -> Self {
+        let mut caller = MetadataMap::new();
+        crate::auth::AuthStore::copy_token(md, &mut caller);
+        Self {
+            caller,
+            ..self.clone()
+        }
+    }
+
+    /// The caller's auth token, if any.
+    fn token(&self) -> Option<String> {
+        crate::auth::AuthStore::token_of(&self.caller)
+    }
+
+    /// The auth header of a proposal made for the caller (the checks happen when it applies).
+    async fn proposal_header(&self) -> Result<Option<crate::auth::AuthHeader>, ServerError> {
+        Ok(self.ctx.store.auth().proposal_header(&self.caller).await?)
     }
 
     /// The member's context.
@@ -162,10 +197,11 @@ impl LocalClient {
 
     /// A txn with writes, through consensus; the header is this member's at the txn's revision.
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, ServerError> {
+        let auth = self.proposal_header().await?;
         let output = self
             .ctx
             .node
-            .propose(Command::new(command::Request::Txn(req)))
+            .propose(Command::with_auth(command::Request::Txn(req), auth))
             .await?;
         match output? {
             CommandResponse::Txn(mut resp) => {
@@ -185,10 +221,11 @@ impl LocalClient {
             key: key.to_vec(),
             ..Default::default()
         };
+        let auth = self.proposal_header().await?;
         let output = self
             .ctx
             .node
-            .propose(Command::new(command::Request::DeleteRange(req)))
+            .propose(Command::with_auth(command::Request::DeleteRange(req), auth))
             .await?;
         match output? {
             CommandResponse::DeleteRange(resp) => {
@@ -206,6 +243,9 @@ impl LocalClient {
         &self,
         req: RangeRequest,
     ) -> Result<(Vec<KeyValue>, ResponseHeader), ServerError> {
+        let auth = self.ctx.store.auth();
+        auth.check_read(&self.caller, &req.key, &req.range_end)
+            .await?;
         self.ctx.node.linearizable_barrier().await?;
         let store = Arc::clone(&self.ctx.store);
         let resp = tokio::task::spawn_blocking(move || store.range(&req))
@@ -228,7 +268,9 @@ impl LocalClient {
             )),
         };
         // A stream whose client half-closed it keeps serving its watchers.
-        let responses = self.hub.open_stream(tokio_stream::once(Ok(create)));
+        let responses = self
+            .hub
+            .open_stream_as(tokio_stream::once(Ok(create)), self.token());
         Watch { responses }
     }
 
@@ -292,6 +334,14 @@ impl Watch {
                 return Err(EtcdError::Compacted.into());
             }
             if resp.canceled {
+                // The caller may not read what it waits on (its permission was revoked since
+                // it read the range).
+                if resp
+                    .cancel_reason
+                    .ends_with(&EtcdError::PermissionDenied.to_string())
+                {
+                    return Err(EtcdError::PermissionDenied.into());
+                }
                 return Err(EtcdError::Stopped.into());
             }
             if !resp.events.is_empty() {

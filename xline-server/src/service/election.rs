@@ -45,6 +45,14 @@ impl ElectionService {
         Self { client }
     }
 
+    /// This service acting for the caller whose request metadata is `md` (see
+    /// [`LocalClient::as_caller`]).
+    fn for_caller(&self, md: &tonic::metadata::MetadataMap) -> Self {
+        Self {
+            client: self.client.as_caller(md),
+        }
+    }
+
     /// etcd's `Election.Campaign`: queue up with `value` (or take over this lease's earlier
     /// campaign, proclaiming `value` if it differs) and wait until every older campaigner is gone.
     async fn campaign(&self, req: CampaignRequest) -> Result<CampaignResponse, ConcurrencyError> {
@@ -221,7 +229,8 @@ impl Election for ElectionService {
         &self,
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
-        let resp = ElectionService::campaign(self, request.into_inner()).await?;
+        let service = self.for_caller(request.metadata());
+        let resp = ElectionService::campaign(&service, request.into_inner()).await?;
         Ok(Response::new(resp))
     }
 
@@ -229,7 +238,8 @@ impl Election for ElectionService {
         &self,
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
-        let resp = ElectionService::proclaim(self, request.into_inner()).await?;
+        let service = self.for_caller(request.metadata());
+        let resp = ElectionService::proclaim(&service, request.into_inner()).await?;
         Ok(Response::new(resp))
     }
 
@@ -237,7 +247,8 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
-        let resp = ElectionService::leader(self, request.into_inner()).await?;
+        let service = self.for_caller(request.metadata());
+        let resp = ElectionService::leader(&service, request.into_inner()).await?;
         Ok(Response::new(resp))
     }
 
@@ -247,8 +258,8 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
+        let client = self.client.as_caller(request.metadata());
         let prefix = election_prefix(&request.into_inner().name);
-        let client = self.client.clone();
         let (tx, rx) = mpsc::channel(OBSERVE_BUFFER);
         tokio::spawn(async move {
             // Ends when the client goes away, or (as etcd's, with the stream closed without an
@@ -265,7 +276,8 @@ impl Election for ElectionService {
         &self,
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
-        let resp = ElectionService::resign(self, request.into_inner()).await?;
+        let service = self.for_caller(request.metadata());
+        let resp = ElectionService::resign(&service, request.into_inner()).await?;
         Ok(Response::new(resp))
     }
 }

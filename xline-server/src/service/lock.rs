@@ -1,6 +1,7 @@
 //! `v3lockpb.Lock`, built as etcd builds it (`v3lock` over `concurrency.Mutex`): the lock `name`
 //! is held by the oldest key under `name/`; a locker writes `name/<lease hex>` attached to its
-//! lease and waits until every older key is gone (unlocked, or its lease expired).
+//! lease and waits until every older key is gone (unlocked, or its lease expired). Every request
+//! is made as the caller (auth).
 
 use tonic::{Request, Response, Status};
 use xline_proto::etcdserverpb::TxnRequest;
@@ -23,6 +24,14 @@ impl LockService {
     /// A Lock service over an in-process client of this member.
     pub fn new(client: LocalClient) -> Self {
         Self { client }
+    }
+
+    /// This service acting for the caller whose request metadata is `md` (see
+    /// [`LocalClient::as_caller`]).
+    fn for_caller(&self, md: &tonic::metadata::MetadataMap) -> Self {
+        Self {
+            client: self.client.as_caller(md),
+        }
     }
 
     /// etcd's `Mutex.Lock`, with etcd 3.5's final check that the key is still there.
@@ -88,7 +97,8 @@ fn key_only(key: &[u8]) -> xline_proto::etcdserverpb::RangeRequest {
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
-        let resp = LockService::lock(self, request.into_inner()).await?;
+        let service = self.for_caller(request.metadata());
+        let resp = LockService::lock(&service, request.into_inner()).await?;
         Ok(Response::new(resp))
     }
 
@@ -97,12 +107,9 @@ impl Lock for LockService {
         &self,
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
+        let client = self.client.as_caller(request.metadata());
         let key = request.into_inner().key;
-        let header = self
-            .client
-            .delete(&key)
-            .await
-            .map_err(ConcurrencyError::from)?;
+        let header = client.delete(&key).await.map_err(ConcurrencyError::from)?;
         Ok(Response::new(UnlockResponse {
             header: Some(header),
         }))

@@ -6,6 +6,11 @@
 //! with SIGSTOP and resumed with SIGCONT. Every member is killed when the [`Cluster`] is dropped
 //! (and the tails of their logs are printed if the test is panicking).
 //!
+//! With [`Cluster::start_proxied`], peer traffic between members goes through a fault-injecting
+//! TCP proxy ([`super::proxy::Network`]): each member's advertised peer URL (the one in
+//! `--initial-cluster`) is its proxy's address, while the member listens on its own real peer
+//! port; [`Cluster::net`] cuts and heals the links.
+//!
 //! Ports: client and peer ports are drawn at random below the kernel's ephemeral range
 //! (32768-60999 on Linux) and never handed out twice in one test process, so a killed member's
 //! port is not taken meanwhile by an outgoing connection or by another cluster of the same
@@ -23,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use etcd_client::{Client, ConnectOptions};
 use tempfile::TempDir;
 
+use super::proxy::Network;
 use super::{ServerKind, ServerOpts, read_tail, server_kind};
 
 /// How long a (re)started member may take to answer its first Range.
@@ -85,6 +91,7 @@ struct Member {
     name: String,
     client_port: u16,
     peer_port: u16,
+    metrics_port: u16,
     child: Option<Child>,
     paused: bool,
     starts: u32,
@@ -98,6 +105,8 @@ pub struct Cluster {
     dir: TempDir,
     members: Vec<Member>,
     initial: String,
+    /// The proxies between the members, when started with [`Cluster::start_proxied`].
+    net: Option<Network>,
 }
 
 impl Cluster {
@@ -108,6 +117,18 @@ impl Cluster {
 
     /// Starts `n` members with extra flags and waits until every one serves.
     pub async fn start_with(n: usize, opts: ServerOpts) -> Self {
+        Self::start_inner(n, opts, false).await
+    }
+
+    /// Starts `n` members whose peer traffic goes through a fault-injecting proxy (see
+    /// [`Cluster::net`]) and waits until every one serves. The proxies are tasks of the
+    /// current tokio runtime: peer traffic only flows while that runtime runs them (use a
+    /// multi-threaded runtime in tests that block).
+    pub async fn start_proxied(n: usize, opts: ServerOpts) -> Self {
+        Self::start_inner(n, opts, true).await
+    }
+
+    async fn start_inner(n: usize, opts: ServerOpts, proxied: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("xline-cluster-")
             .tempdir()
@@ -117,15 +138,21 @@ impl Cluster {
                 name: format!("m{i}"),
                 client_port: fresh_port(),
                 peer_port: fresh_port(),
+                metrics_port: fresh_port(),
                 child: None,
                 paused: false,
                 starts: 0,
                 id: None,
             })
             .collect();
-        let initial = members
-            .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+        let net = proxied.then(|| {
+            let proxy_ports: Vec<u16> = (0..n).map(|_| fresh_port()).collect();
+            let real_ports: Vec<u16> = members.iter().map(|m| m.peer_port).collect();
+            Network::start(&proxy_ports, &real_ports)
+        });
+        let advertised = |i: usize| net.as_ref().map_or(members[i].peer_port, |net| net.port(i));
+        let initial = (0..n)
+            .map(|i| format!("{}=http://127.0.0.1:{}", members[i].name, advertised(i)))
             .collect::<Vec<_>>()
             .join(",");
         let mut cluster = Self {
@@ -134,6 +161,7 @@ impl Cluster {
             dir,
             members,
             initial,
+            net,
         };
         for i in 0..n {
             cluster.spawn(i);
@@ -178,9 +206,30 @@ impl Cluster {
         (0..self.len()).map(|i| self.endpoint(i)).collect()
     }
 
-    /// Member `i`'s peer URL.
+    /// Member `i`'s advertised peer URL (its proxy's address in a proxied cluster).
     pub fn peer_url(&self, i: usize) -> String {
+        let port = self
+            .net
+            .as_ref()
+            .map_or(self.members[i].peer_port, |net| net.port(i));
+        format!("http://127.0.0.1:{port}")
+    }
+
+    /// Where member `i` serves `/metrics` and `/health` (`--listen-metrics-urls`).
+    pub fn metrics_url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.members[i].metrics_port)
+    }
+
+    /// The peer URL member `i` listens on (the same as [`Cluster::peer_url`] unless proxied).
+    pub fn listen_peer_url(&self, i: usize) -> String {
         format!("http://127.0.0.1:{}", self.members[i].peer_port)
+    }
+
+    /// The proxies between the members (panics unless started with [`Cluster::start_proxied`]).
+    pub fn net(&self) -> &Network {
+        self.net
+            .as_ref()
+            .expect("cluster started with Cluster::start_proxied")
     }
 
     /// The `--initial-cluster` every member starts with.
@@ -273,6 +322,9 @@ impl Cluster {
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {cmdline}: {e}"));
+        if let Some(net) = &self.net {
+            net.set_pid(i, Some(child.id()));
+        }
         self.members[i].child = Some(child);
     }
 
@@ -287,6 +339,9 @@ impl Cluster {
         if let Some(mut child) = self.members[i].child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some(net) = &self.net {
+            net.set_pid(i, None);
         }
         self.members[i].paused = false;
     }
@@ -438,6 +493,7 @@ impl Cluster {
         let m = &self.members[i];
         let client = self.endpoint(i);
         let peer = self.peer_url(i);
+        let listen_peer = self.listen_peer_url(i);
         let program = match self.kind {
             ServerKind::Xline => PathBuf::from(env!("CARGO_BIN_EXE_xline")),
             ServerKind::Etcd => PathBuf::from("/usr/bin/etcd"),
@@ -454,7 +510,7 @@ impl Cluster {
             ])
             .args([
                 "--listen-peer-urls",
-                &peer,
+                &listen_peer,
                 "--initial-advertise-peer-urls",
                 &peer,
             ])
@@ -463,7 +519,8 @@ impl Cluster {
                 &self.initial,
                 "--initial-cluster-state",
                 "new",
-            ]);
+            ])
+            .args(["--listen-metrics-urls", &self.metrics_url(i)]);
         cmd.args(&self.opts.args);
         if self.kind == ServerKind::Xline {
             cmd.args(&self.opts.xline_args);

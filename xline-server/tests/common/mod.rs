@@ -18,6 +18,8 @@ use etcd_client::{Client, ConnectOptions, ResponseHeader};
 use tempfile::TempDir;
 
 pub mod cluster;
+pub mod http;
+pub mod proxy;
 pub mod snapshot;
 
 /// How long a server may take to answer its first Range.

@@ -560,25 +560,62 @@ fn client_expiry_purges_witnesses_and_dedup_state() {
     let last = c.cores[&1].status().last_index;
     c.step(1, Input::ExpireClient { client_id: 5 });
     assert_eq!(c.cores[&1].status().last_index, last);
-    // New records of the client are refused; late copies of its commands never execute.
-    record(&mut c, 2, &cmd(5, 3, "d"));
-    assert_eq!(recorded(&c, 2).last(), Some(&false));
-    for late in [done.clone(), cmd(5, 3, "d")] {
+    // New records of the client are refused with a distinct reason, and so are its
+    // proposals, at the leader and at a follower (which does not forward them): nothing of it
+    // is appended any more, so the client knows a refused attempt never executes.
+    let refused = |c: &Cluster, id: u64, x: &CommandData| {
+        c.out(id).events.iter().any(|e| {
+            *e == Event::Rejected {
+                id: x.id,
+                reason: Rejection::ClientExpired,
+            }
+        })
+    };
+    let late_record = cmd(5, 3, "d");
+    let answers = recorded(&c, 2).len();
+    record(&mut c, 2, &late_record);
+    assert!(refused(&c, 2, &late_record), "record refused");
+    assert_eq!(recorded(&c, 2).len(), answers, "no Recorded answer");
+    for (member, late, fast) in [
+        (1, done.clone(), false),
+        (1, cmd(5, 4, "e"), true),
+        (2, cmd(5, 5, "f"), false),
+    ] {
+        let last = c.cores[&1].status().last_index;
         c.step(
-            1,
+            member,
             Input::Propose {
                 cmd: late.clone(),
-                fast: false,
+                fast,
             },
         );
+        assert!(
+            refused(&c, member, &late),
+            "{:?} refused at {member}",
+            late.id
+        );
         c.stabilize();
-        let flagged = c
-            .applied_ids(1)
-            .iter()
-            .filter(|x| x.1 == Some(late.id))
-            .all(|x| x.2 || late.id == done.id && x.0 < 10);
-        assert!(flagged, "{:?} executed after its client expired", late.id);
+        assert_eq!(c.cores[&1].status().last_index, last, "nothing appended");
+        assert!(
+            !c.cores[&1]
+                .witness_records()
+                .iter()
+                .any(|r| r.id == late.id),
+            "the leader's witness holds no record of it"
+        );
     }
+    // A client that is not expired is not affected.
+    let live = cmd(6, 2, "g");
+    let last = c.cores[&1].status().last_index;
+    c.step(
+        1,
+        Input::Propose {
+            cmd: live,
+            fast: false,
+        },
+    );
+    assert_eq!(c.cores[&1].status().last_index, last + 1);
+    c.stabilize();
     let executions = c
         .applied_ids(1)
         .iter()
@@ -709,4 +746,48 @@ fn compaction_keeps_dedup_state_of_live_clients() {
             );
         }
     }
+}
+
+/// P3: a new leader learns the clients of every record in the pools collected at its election,
+/// recovered or not (here: an orphan held by one witness, below the recover quorum), so its
+/// driver can start their leases; once it expires one, the orphan is purged everywhere.
+#[test]
+fn new_leader_reports_clients_of_collected_records() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.heartbeat(1);
+    let orphan = cmd(9, 1, "z");
+    record(&mut c, 3, &orphan);
+    assert_eq!(recorded(&c, 3).last(), Some(&true));
+    assert!(
+        c.cores[&1].leader_clients().is_empty(),
+        "member 1 never saw it"
+    );
+    c.isolated.insert(1);
+    c.tick(3, 10);
+    c.elect(2);
+    c.heartbeat(2);
+    assert!(
+        !c.cores[&2]
+            .witness_records()
+            .iter()
+            .any(|r| r.id == orphan.id),
+        "one pool is below the recover quorum: not recovered"
+    );
+    assert_eq!(
+        c.cores[&2].leader_clients().into_iter().collect::<Vec<_>>(),
+        vec![9]
+    );
+    assert!(
+        c.cores[&3].leader_clients().is_empty(),
+        "a follower reports none"
+    );
+    c.step(2, Input::ExpireClient { client_id: 9 });
+    c.stabilize();
+    c.heartbeat(2);
+    assert!(witnessed_client(&c, 9).is_empty(), "orphan purged");
+    assert!(
+        c.cores[&2].leader_clients().is_empty(),
+        "expired clients are left out"
+    );
 }

@@ -55,6 +55,9 @@ struct PendingClient<O> {
     deadline: Instant,
     /// Proposed again (ordered path) at this time if still waiting.
     retry_at: Instant,
+    /// Times it was handed to the core. A refusal because its client expired proves that it
+    /// never executes only when it was proposed once (an earlier copy may be in the log).
+    proposals: u32,
 }
 
 /// Encoded results by proposal id, bounded.
@@ -229,8 +232,10 @@ where
                         synced: Vec::new(),
                         deadline,
                         retry_at,
+                        proposals: 0,
                     });
                 entry.deadline = entry.deadline.max(deadline);
+                entry.proposals += 1;
                 if let Some(previous) = entry.proposed.replace(reply) {
                     // A retry overtook the first attempt: the newer one gets the answer.
                     let _ = previous.send(Err(ProposeError::Timeout));
@@ -286,6 +291,7 @@ where
                         synced: vec![reply],
                         deadline,
                         retry_at: now + self.resend_interval(),
+                        proposals: 1,
                     },
                 );
             }
@@ -335,6 +341,13 @@ where
                 }
                 None
             }
+            Event::Rejected {
+                id,
+                reason: Rejection::ClientExpired,
+            } if self.client.pending.contains_key(&id) || self.client.records.contains_key(&id) => {
+                self.client_expired(id);
+                None
+            }
             Event::Rejected { id, reason } if self.client.pending.contains_key(&id) => {
                 let retry_at = Instant::now() + self.retry_delay();
                 let p = self.client.pending.get_mut(&id)?;
@@ -349,6 +362,43 @@ where
                 None
             }
             other => Some(other),
+        }
+    }
+
+    /// The core refused `id` because its client expired (CURP.md DD4). Its record waiters are
+    /// told so. Its command's waiters too when it was proposed only once (that refused
+    /// proposal was its only copy, so it never executes and the client may retry it under a
+    /// fresh id); otherwise an earlier copy may have executed, and they get an unknown
+    /// outcome. The command is not proposed again: every later copy would be skipped.
+    fn client_expired(&mut self, id: ProposeId) {
+        for reply in self.client.records.remove(&id).unwrap_or_default() {
+            let _ = reply.send(Err(ProposeError::ClientExpired));
+        }
+        let Some(p) = self.client.pending.remove(&id) else {
+            return;
+        };
+        let certain = p.proposals <= 1;
+        tracing::debug!(
+            id = self.config.id,
+            ?id,
+            certain,
+            "client expired: proposal refused"
+        );
+        if let Some(reply) = p.proposed {
+            let answer = if certain {
+                Ok(FastReply::Rejected(Rejection::ClientExpired))
+            } else {
+                Err(ProposeError::Timeout)
+            };
+            let _ = reply.send(answer);
+        }
+        for reply in p.synced {
+            let err = if certain {
+                ProposeError::ClientExpired
+            } else {
+                ProposeError::Timeout
+            };
+            let _ = reply.send(Err(err));
         }
     }
 
@@ -438,6 +488,7 @@ where
             }
             if now >= p.retry_at {
                 p.retry_at = now + resend;
+                p.proposals += 1;
                 again.push(p.data.clone());
             }
             true
@@ -453,6 +504,15 @@ where
         let ttl = self.lease_ttl();
         for deadline in self.client.leases.values_mut() {
             *deadline = now + ttl;
+        }
+        if self.role.role == Role::Leader {
+            // Clients whose records or commands this leader inherited get a lease too, so one
+            // that crashed before the election still expires (CURP.md P3).
+            for client_id in self.core.leader_clients() {
+                if !self.client.expired.contains(&client_id) {
+                    self.client.leases.entry(client_id).or_insert(now + ttl);
+                }
+            }
         }
         for p in self.client.pending.values_mut() {
             p.retry_at = now;

@@ -206,7 +206,11 @@ impl Link {
     /// Opens a channel to `url`.
     async fn connect(&self, url: &str) -> Result<PeerClient<Channel>, tonic::transport::Error> {
         let options = &self.options;
-        let channel = Endpoint::from_shared(url.to_owned())?
+        let mut endpoint = Endpoint::from_shared(url.to_owned())?;
+        if url.starts_with("https://") {
+            endpoint = endpoint.tls_config(options.tls.clone().unwrap_or_default())?;
+        }
+        let channel = endpoint
             .connect_timeout(options.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(options.keepalive_interval)
