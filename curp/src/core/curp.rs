@@ -17,10 +17,10 @@ use super::witness;
 impl Core {
     /// A client proposes `cmd` at this member.
     pub(crate) fn propose(&mut self, cmd: CommandData, fast: bool) {
-        if self.dedup.is_expired(cmd.id.client_id) {
-            // The tombstone is committed: refuse before anything is appended, so the client
-            // knows this attempt never executes (a copy appended later would follow the
-            // tombstone and be skipped).
+        if self.client_expiring(cmd.id.client_id) {
+            // The tombstone is in the log (applied or not): refuse before anything is
+            // appended, so the client knows this attempt never executes (a copy appended
+            // after the tombstone would be skipped).
             self.event(Event::Rejected {
                 id: cmd.id,
                 reason: Rejection::ClientExpired,
@@ -79,7 +79,7 @@ impl Core {
         if transferring {
             return Err(Rejection::LeaderTransfer);
         }
-        if self.dedup.is_expired(cmd.id.client_id) {
+        if self.client_expiring(cmd.id.client_id) {
             return Err(Rejection::ClientExpired);
         }
         // The leader's witness counts towards the superquorum; slow proposals sent no records,
@@ -123,9 +123,15 @@ impl Core {
         accepted
     }
 
+    /// Whether `client_id` expired or its expiry is in the log: its commands and records are
+    /// refused from the moment the tombstone is appended, not only once it is applied.
+    pub(crate) fn client_expiring(&self, client_id: u64) -> bool {
+        self.dedup.is_expired(client_id) || self.log.expiry_logged(client_id)
+    }
+
     /// Leader: a client's id lease expired; replicate it (CURP.md P3, DD4).
     pub(crate) fn expire_client(&mut self, client_id: u64) {
-        if self.role != Role::Leader || self.dedup.is_expired(client_id) {
+        if self.role != Role::Leader || self.client_expiring(client_id) {
             return;
         }
         self.append_local(EntryKind::ClientExpired(client_id));
@@ -138,7 +144,7 @@ impl Core {
     /// at once with [`Rejection::ClientExpired`].
     pub(crate) fn record(&mut self, cmd: CommandData, term: Term, cluster_version: u64) {
         let id = cmd.id;
-        if self.dedup.is_expired(id.client_id) {
+        if self.client_expiring(id.client_id) {
             self.event(Event::Rejected {
                 id,
                 reason: Rejection::ClientExpired,

@@ -9,7 +9,9 @@
 //! (`persisted` and `commit` are independent; a follower may learn of a commit before its own
 //! copy is durable, and the leader never commits past its own durable copy.)
 
-use super::types::{Entry, LogIndex, Term};
+use std::collections::BTreeSet;
+
+use super::types::{Entry, EntryKind, LogIndex, Term};
 
 /// The log of one member (see the module docs).
 #[derive(Debug, Clone, Default)]
@@ -30,6 +32,10 @@ pub(crate) struct RaftLog {
     unstable_from: LogIndex,
     /// Highest index handed to the driver and not yet acknowledged by `advance`.
     in_flight: LogIndex,
+    /// Clients whose expiry ([`EntryKind::ClientExpired`]) entered this log, applied or not.
+    /// Never shrinks (not even when a suffix is truncated): refusing such a client is always
+    /// safe, accepting one whose tombstone precedes the command in the log is not.
+    expiring: BTreeSet<u64>,
 }
 
 impl RaftLog {
@@ -46,6 +52,7 @@ impl RaftLog {
         );
         let entries = if contiguous { entries } else { Vec::new() };
         let last = offset + entries.len() as u64;
+        let expiring = entries.iter().filter_map(expired_client).collect();
         Self {
             offset,
             offset_term,
@@ -55,7 +62,15 @@ impl RaftLog {
             persisted: last,
             unstable_from: last + 1,
             in_flight: last,
+            expiring,
         }
+    }
+
+    /// Whether an expiry of `client_id` entered this log (CURP.md DD4): a command of it
+    /// appended after the tombstone would be skipped as a duplicate when applied, so after a
+    /// fast-path answer it would be an acknowledged write lost.
+    pub(crate) fn expiry_logged(&self, client_id: u64) -> bool {
+        self.expiring.contains(&client_id)
     }
 
     /// The snapshot boundary (index, term).
@@ -155,6 +170,9 @@ impl RaftLog {
             self.last_index() + 1,
             "log entries are contiguous"
         );
+        if let Some(client) = expired_client(&entry) {
+            self.expiring.insert(client);
+        }
         self.entries.push(entry);
     }
 
@@ -221,6 +239,14 @@ impl RaftLog {
         self.persisted = index;
         self.unstable_from = index + 1;
         self.in_flight = index;
+    }
+}
+
+/// The client an entry expires, if it is an expiry.
+fn expired_client(entry: &Entry) -> Option<u64> {
+    match entry.kind {
+        EntryKind::ClientExpired(client) => Some(client),
+        _ => None,
     }
 }
 

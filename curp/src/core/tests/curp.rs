@@ -791,3 +791,40 @@ fn new_leader_reports_clients_of_collected_records() {
         "expired clients are left out"
     );
 }
+
+/// DD4: once a client's expiry is in the leader's log, even before it is committed or
+/// applied, the leader refuses the client's proposals: a command appended after the tombstone
+/// would be skipped as a duplicate when applied, so a fast-path answer for it would be an
+/// acknowledged write that is lost.
+#[test]
+fn proposals_after_an_unapplied_expiry_are_refused() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.heartbeat(1);
+    c.step(1, Input::ExpireClient { client_id: 5 });
+    // Not stabilized: the tombstone is appended at the leader, not committed.
+    let last = c.cores[&1].status().last_index;
+    assert!(
+        c.cores[&1].status().commit < last,
+        "expiry still uncommitted"
+    );
+    let late = cmd(5, 1, "a");
+    c.step(
+        1,
+        Input::Propose {
+            cmd: late.clone(),
+            fast: true,
+        },
+    );
+    assert_eq!(c.cores[&1].status().last_index, last, "nothing appended");
+    assert!(
+        c.out(1).events.contains(&Event::Rejected {
+            id: late.id,
+            reason: Rejection::ClientExpired,
+        }),
+        "refused with the expiry reason"
+    );
+    // A record at the leader's own witness is refused the same way.
+    record(&mut c, 1, &late);
+    assert!(witnessed_client(&c, 5).is_empty(), "no record held");
+}
