@@ -235,20 +235,7 @@ impl<S> AuthorityFix<S> {
         self.state = State::FrameStart;
         let mut buf = block.fragment.clone();
         let mut fields = Vec::new();
-        let r = self.decoder.decode(&mut buf, &mut fields);
-        eprintln!(
-            "DEBUG block {:?} fields {:?}",
-            r,
-            fields
-                .iter()
-                .map(|f| (
-                    String::from_utf8_lossy(&f.0).to_string(),
-                    String::from_utf8_lossy(&f.1).to_string(),
-                    f.2
-                ))
-                .collect::<Vec<_>>()
-        );
-        if r.is_err() {
+        if self.decoder.decode(&mut buf, &mut fields).is_err() {
             self.go_transparent_with(&block.raw);
             return;
         }

@@ -302,7 +302,22 @@ impl ClusterService {
         if taken {
             return Err(EtcdError::PeerUrlExist.into());
         }
-        let after = if membership.peers.get(&req.id) == Some(&req.peer_ur_ls) {
+        let unchanged = membership.peers.get(&req.id) == Some(&req.peer_ur_ls);
+        if !unchanged && req.id == self.ctx.node.id() {
+            // A leader whose peer URLs change stops hearing its followers: their links follow
+            // the new URLs as soon as they append the change, before this member restarts
+            // there, so the change itself could never commit. Hand leadership to another voter
+            // first; the caller's retry loop then goes through the new leader.
+            if let Some(&successor) = membership.voters.iter().find(|v| **v != req.id) {
+                self.ctx
+                    .node
+                    .transfer_leader(successor)
+                    .await
+                    .map_err(ServerError::from)?;
+                return Err(EtcdError::LeaderChanged.into());
+            }
+        }
+        let after = if unchanged {
             // Nothing to change (etcd commits a no-op change; the outcome is the same).
             membership
         } else {
@@ -465,7 +480,11 @@ impl Cluster for ClusterService {
                 Route::Forward(mut leader) => {
                     match leader.member_update(forwarded(&md, req.clone())).await {
                         Ok(resp) => {
-                            self.catch_up().await?;
+                            // A member whose own peer URLs changed is cut off until it restarts
+                            // on them: it cannot wait to apply the change.
+                            if req.id != self.ctx.node.id() {
+                                self.catch_up().await?;
+                            }
                             let mut resp = resp.into_inner();
                             resp.header = Some(self.ctx.header(0));
                             Ok(resp)
