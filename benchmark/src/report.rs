@@ -112,6 +112,18 @@ pub struct Bucket {
     pub count: u64,
 }
 
+/// One point of the latency distribution: `quantile` of the requests took at most `ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct CdfPoint {
+    /// Fraction of the successful requests, in `[0, 1]`.
+    pub quantile: f64,
+    /// Latency at that quantile, in milliseconds.
+    pub ms: f64,
+}
+
+/// Quantiles of [`Summary::cdf`]: every percent, then finer steps towards the tail.
+const CDF_QUANTILES_TAIL: [f64; 6] = [0.995, 0.999, 0.9995, 0.9999, 0.99999, 1.0];
+
 /// What a run reports.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
@@ -129,6 +141,9 @@ pub struct Summary {
     pub latency_ms: Option<LatencyMs>,
     /// Latency histogram, [`HISTOGRAM_BARS`] equal-width bars from fastest to slowest.
     pub histogram: Vec<Bucket>,
+    /// The latency distribution (for CDF plots): every percentile from 0 to 99, then 99.5, 99.9,
+    /// 99.95, 99.99, 99.999 and 100; empty when no request succeeded.
+    pub cdf: Vec<CdfPoint>,
     /// Failed requests by error message.
     pub error_counts: BTreeMap<String, u64>,
 }
@@ -169,6 +184,7 @@ impl Summary {
             requests_per_sec,
             latency_ms,
             histogram: buckets(h),
+            cdf: cdf(h),
             error_counts: recorder.errors.clone(),
         }
     }
@@ -223,6 +239,24 @@ impl Summary {
         }
         Ok(())
     }
+}
+
+/// The latency at every quantile of [`Summary::cdf`].
+fn cdf(h: &Histogram<u64>) -> Vec<CdfPoint> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    (0..100u32)
+        .map(|p| f64::from(p) / 100.0)
+        .chain(CDF_QUANTILES_TAIL)
+        .map(|quantile| CdfPoint {
+            quantile,
+            // The quantile-0 value is the fastest request, quantile 1 the slowest.
+            ms: ms(h
+                .highest_equivalent(h.value_at_quantile(quantile))
+                .min(h.max())),
+        })
+        .collect()
 }
 
 /// Equal-width bars between the fastest and slowest latency (one bar when they are equal).
@@ -359,5 +393,29 @@ mod tests {
         assert_eq!(json["workload"], "put");
         assert!(json["latency_ms"]["p999"].is_number());
         assert!(json["histogram"].is_array());
+        assert!(json["cdf"].is_array());
+    }
+
+    #[test]
+    fn cdf_rises_from_the_fastest_to_the_slowest_request() {
+        let s = Summary::new(
+            "put",
+            &recorder(&(1..=1000).collect::<Vec<_>>()),
+            Duration::from_secs(1),
+        );
+        assert_eq!(s.cdf.len(), 100 + CDF_QUANTILES_TAIL.len());
+        assert!(close(s.cdf[0].ms, 1.0), "{:?}", s.cdf[0]);
+        assert!(close(s.cdf[50].ms, 500.0), "{:?}", s.cdf[50]);
+        assert_eq!(s.cdf[50].quantile, 0.5);
+        let last = s.cdf.last().unwrap();
+        assert_eq!(last.quantile, 1.0);
+        assert!(close(last.ms, 1000.0), "{last:?}");
+        assert!(
+            s.cdf
+                .windows(2)
+                .all(|w| w[0].quantile < w[1].quantile && w[0].ms <= w[1].ms)
+        );
+        let empty = Summary::new("put", &Recorder::new(), Duration::from_secs(1));
+        assert!(empty.cdf.is_empty());
     }
 }

@@ -88,11 +88,9 @@ struct Stream {
 
 async fn open_stream(channel: Channel, spec: &WatchLatency) -> Result<Stream, BenchError> {
     let (requests, rx) = mpsc::channel(spec.watchers_per_stream.max(1));
-    let mut responses = WatchClient::new(channel)
-        .watch(ReceiverStream::new(rx))
-        .await
-        .map_err(|s| BenchError::setup("Watch", &s))?
-        .into_inner();
+    // Every create request is queued before the call: a grpc-go server (etcd) sends the
+    // response headers only with its first message, so awaiting the call before sending a
+    // request would wait forever.
     for _ in 0..spec.watchers_per_stream {
         let create = WatchRequest {
             request_union: Some(watch_request::RequestUnion::CreateRequest(
@@ -103,20 +101,24 @@ async fn open_stream(channel: Channel, spec: &WatchLatency) -> Result<Stream, Be
             )),
         };
         requests
-            .send(create)
-            .await
-            .map_err(|_| BenchError::Task("watch stream closed during setup".to_owned()))?;
-        // Wait for each confirmation, so every watcher exists before the first put.
-        loop {
-            match responses.next().await {
-                Some(Ok(r)) if r.created => break,
-                Some(Ok(_)) => {}
-                Some(Err(s)) => return Err(BenchError::setup("Watch create", &s)),
-                None => {
-                    return Err(BenchError::Task(
-                        "watch stream closed during setup".to_owned(),
-                    ));
-                }
+            .try_send(create)
+            .map_err(|_| BenchError::Task("watch request queue full during setup".to_owned()))?;
+    }
+    let mut responses = WatchClient::new(channel)
+        .watch(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| BenchError::setup("Watch", &s))?
+        .into_inner();
+    let mut created = 0;
+    while created < spec.watchers_per_stream {
+        match responses.next().await {
+            Some(Ok(r)) if r.created => created += 1,
+            Some(Ok(_)) => {}
+            Some(Err(s)) => return Err(BenchError::setup("Watch create", &s)),
+            None => {
+                return Err(BenchError::Task(
+                    "watch stream closed during setup".to_owned(),
+                ));
             }
         }
     }

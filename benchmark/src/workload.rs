@@ -232,11 +232,26 @@ impl ClientState {
             .map_err(|s| BenchError::setup("LeaseGrant", &s))?
             .into_inner();
         let (requests, rx) = mpsc::channel(1);
-        let responses = client
+        // A warm-up keep-alive is queued before the call and answered here: a grpc-go server
+        // (etcd) sends the response headers only with its first message, so awaiting the call
+        // before sending anything would wait forever.
+        requests
+            .try_send(LeaseKeepAliveRequest { id: grant.id })
+            .map_err(|_| BenchError::Task("keep-alive queue full during setup".to_owned()))?;
+        let mut responses = client
             .lease_keep_alive(ReceiverStream::new(rx))
             .await
             .map_err(|s| BenchError::setup("LeaseKeepAlive", &s))?
             .into_inner();
+        match responses.next().await {
+            Some(Ok(_)) => {}
+            Some(Err(s)) => return Err(BenchError::setup("LeaseKeepAlive", &s)),
+            None => {
+                return Err(BenchError::Task(
+                    "keep-alive stream closed during setup".to_owned(),
+                ));
+            }
+        }
         Ok(Self::Lease(Box::new(LeaseState {
             client,
             requests,
