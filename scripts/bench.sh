@@ -29,13 +29,15 @@
 #   --watchers N --watch-rate N                     (default 1000 watchers, 1000 puts/s)
 #   --servers LIST         xline,etcd (default both; one at a time, never concurrently)
 #   --tools LIST           ours,etcd (default both); `native` adds our tool with --native (CURP
-#                          client fast path; xline only)
+#                          client fast path; xline only; writes only: put, put-hot, txn-put),
+#                          pointed at the members' peer URLs, the client's nearest member first
 #   --release | --debug    which cargo profile to build and use (default release; --smoke: debug)
 #   --results DIR          (default bench-results/<date>-<geometry>)
 #   --dry-run              print the plan and the expected time, run nothing
 #   --smoke                seconds-long check of the harness on loopback (what scripts/test.sh
 #                          runs): 1 run, clients 1 and 4, 20 requests per client, every
-#                          workload, our tool only (add --tools ours,etcd to include etcd's),
+#                          workload, our tool and its native client (add --tools
+#                          ours,native,etcd to include etcd's tool),
 #                          debug build, results in a temporary directory that is removed
 #
 # The total expected time is printed before anything runs. The leader is moved to member 1
@@ -101,7 +103,7 @@ if ((SMOKE)); then
     [[ $GEOMETRY == LAN ]] || die "--smoke runs on LAN only"
     RUNS=1 SWEEP=1,4 CLIENTS=4 CONNS=2 PER_CLIENT=20 TOTAL=100 WATCHERS=20 WATCH_RATE=100
     WORKLOADS=put,put-hot,range-l,range-s,txn-put,txn-mixed,watch-latency,lease-keepalive
-    ((TOOLS_SET)) || TOOLS=ours
+    ((TOOLS_SET)) || TOOLS=ours,native
     PROFILE=${PROFILE:-debug}
     RUN_TIMEOUT=60
 fi
@@ -148,7 +150,7 @@ swept() { [[ $1 == put || $1 == put-hot ]]; }
 tool_supports() {
     case $1 in
     etcd) [[ $2 != txn-mixed && $2 != watch-latency ]] ;;
-    native) [[ $3 == xline && $2 != watch-latency && $2 != lease-keepalive ]] ;;
+    native) [[ $3 == xline && $2 =~ ^(put|put-hot|txn-put)$ ]] ;; # native reads are not built
     ours) true ;;
     esac
 }
@@ -229,6 +231,9 @@ build=()
 [[ $XLINE_BIN == "$TARGET/xline" ]] && build+=(-p xline-server --bin xline)
 [[ $BENCH_BIN == "$TARGET/benchmark" || $PLOT_BIN == "$TARGET/bench-plot" ]] &&
     build+=(-p benchmark --bin benchmark --bin bench-plot)
+# The smoke builds what scripts/test.sh's build stage built (the same feature unification), so
+# there it costs nothing.
+((${#build[@]} && SMOKE)) && build=(--workspace --bins)
 if ((${#build[@]})); then
     log "cargo build ($PROFILE profile) ${build[*]}"
     if [[ $PROFILE == release ]]; then build+=(--release); fi
@@ -300,6 +305,15 @@ in_ns() { # in_ns NS CMD...: run CMD in namespace NS ("" = here)
     if [[ -n $ns ]]; then ip netns exec "$ns" "$@"; else "$@"; fi
 }
 member_url() { echo "$(member_host "$1"):$(client_port "$1")"; }
+# peer_endpoints M: every member's peer URL, member M's first (M = 0: in member order); the
+# native client's seeds (it learns the cluster from them and talks to the leader and witnesses).
+peer_endpoints() {
+    local i first=$1
+    ((first > 0)) || first=1
+    for i in $(seq "$first" "$MEMBERS") $(seq 1 $((first - 1))); do
+        echo "http://$(member_host "$i"):$(peer_port "$i")"
+    done | paste -sd,
+}
 ALL_ENDPOINTS=$(for i in $(seq 1 "$MEMBERS"); do member_url "$i"; done | paste -sd,)
 CTL_NS=$(if lan; then echo ""; else echo xc1; fi) # where etcdctl runs
 ctl() { in_ns "$CTL_NS" etcdctl --dial-timeout 5s --command-timeout 30s --endpoints "$ALL_ENDPOINTS" "$@"; }
@@ -385,14 +399,16 @@ workload_args() {
 
 PARSER=$WORK/parse.py
 cat >"$PARSER" <<'EOF'
-# parse.py TOOL FILE -> "requests_per_sec p50_ms p99_ms errors" (errors: -1 when unknown)
+# parse.py TOOL FILE -> "requests_per_sec p50_ms p99_ms errors fast_share" (errors: -1 when
+# unknown; fast_share: the native client's share of fast-path completions, nan for other tools)
 import json, re, sys
 tool, path = sys.argv[1], sys.argv[2]
 text = open(path, encoding="utf-8", errors="replace").read()
 if tool in ("ours", "native"):
     s = json.loads(text[text.index("{"):])["summary"]
     l = s["latency_ms"] or {}
-    print(s["requests_per_sec"], l.get("p50", "nan"), l.get("p99", "nan"), s["errors"])
+    n = json.loads(text[text.index("{"):]).get("native") or {}
+    print(s["requests_per_sec"], l.get("p50", "nan"), l.get("p99", "nan"), s["errors"], n.get("fast_share", "nan"))
 else:
     rps = re.search(r"Requests/sec:\s*([0-9.]+)", text)
     p50 = re.search(r"\b50% in ([0-9.]+) secs", text)
@@ -402,11 +418,11 @@ else:
     block = re.search(r"Error distribution:\n((?:[ \t]+\[\d+\].*(?:\n|$))+)", text)
     errs = sum(int(n) for n in re.findall(r"\[(\d+)\]", block.group(1))) if block else 0
     f = lambda m: float(m.group(1)) * 1000 if m else float("nan")
-    print(rps.group(1), f(p50), f(p99), errs)
+    print(rps.group(1), f(p50), f(p99), errs, "nan")
 EOF
 
 CSV=$RESULTS/results.csv
-echo "geometry,members,placement,server,tool,workload,clients,conns,requests,run,requests_per_sec,p50_ms,p99_ms,errors,raw" >"$CSV"
+echo "geometry,members,placement,server,tool,workload,clients,conns,requests,run,requests_per_sec,p50_ms,p99_ms,errors,fast_share,raw" >"$CSV"
 LOAD_LOG=$RESULTS/load.txt
 : >"$LOAD_LOG"
 
@@ -415,6 +431,7 @@ run_one() { # run_one SERVER TOOL WORKLOAD CLIENTS PLACEMENT-INDEX RUN
     read -r label ns member <<<"${PLACEMENTS[$5]}"
     [[ $ns == - ]] && ns=""
     if ((member == 0)); then eps=$ALL_ENDPOINTS; else eps=$(member_url "$member"); fi
+    [[ $tool == native ]] && eps=$(peer_endpoints "$member")
     conns=$((clients < CONNS ? clients : CONNS))
     total=$(requests_for "$workload" "$clients")
     out="raw/$server-$tool-$workload-$label-c$clients-$run.txt"
@@ -428,12 +445,12 @@ run_one() { # run_one SERVER TOOL WORKLOAD CLIENTS PLACEMENT-INDEX RUN
     native) "${limit[@]}" "$BENCH_BIN" "${common[@]}" --native --json --no-progress "${args[@]}" >"$RESULTS/$out" 2>&1 ;;
     etcd) "${limit[@]}" "$ETCD_TOOL" "${common[@]}" --precise "${args[@]}" >"$RESULTS/$out" 2>&1 ;;
     esac || die "$tool benchmark failed ($server $workload, $clients clients); see $RESULTS/$out"
-    local rps p50 p99 errors
-    read -r rps p50 p99 errors <<<"$(python3 "$PARSER" "$tool" "$RESULTS/$out")"
-    echo "$GEOMETRY,$MEMBERS,$label,$server,$tool,$workload,$clients,$conns,$total,$run,$rps,$p50,$p99,$errors,$out" >>"$CSV"
+    local rps p50 p99 errors fast
+    read -r rps p50 p99 errors fast <<<"$(python3 "$PARSER" "$tool" "$RESULTS/$out")"
+    echo "$GEOMETRY,$MEMBERS,$label,$server,$tool,$workload,$clients,$conns,$total,$run,$rps,$p50,$p99,$errors,$fast,$out" >>"$CSV"
     printf '  %-5s %-6s %-15s %-3s c=%-4d run %d: %9.1f req/s  p50 %8.3f ms  p99 %8.3f ms%s\n' \
         "$server" "$tool" "$workload" "$label" "$clients" "$run" "$rps" "$p50" "$p99" \
-        "$( ((errors > 0)) && echo "  ($errors errors)")" >&2
+        "$( ((errors > 0)) && echo "  ($errors errors)")$([[ $fast != nan ]] && echo "  (fast path $fast)")" >&2
 }
 
 log "results: $RESULTS"
@@ -476,10 +493,11 @@ def med(rs, k):
 cells = sorted({k[:4] for k in groups}, key=lambda k: (order.index(k[0]), k[1], list(tools).index(k[2]), k[3]))
 with open(f"{out}/medians.csv", "w") as f:
     w = csv.writer(f)
-    w.writerow(["workload", "placement", "tool", "clients", "server", "runs", "requests_per_sec", "p50_ms", "p99_ms", "errors"])
+    w.writerow(["workload", "placement", "tool", "clients", "server", "runs", "requests_per_sec", "p50_ms", "p99_ms", "errors", "fast_share"])
     for key, rs in sorted(groups.items()):
         w.writerow(list(key) + [len(rs), f"{med(rs, 'requests_per_sec'):.1f}", f"{med(rs, 'p50_ms'):.3f}",
-                                f"{med(rs, 'p99_ms'):.3f}", sum(max(0, int(float(r['errors']))) for r in rs)])
+                                f"{med(rs, 'p99_ms'):.3f}", sum(max(0, int(float(r['errors']))) for r in rs),
+                                f"{med(rs, 'fast_share'):.3f}"])
 def ratio(a, b):
     return f"{a / b:.2f}x" if b and not math.isnan(a) and not math.isnan(b) else "-"
 def num(v, fmt):
@@ -504,6 +522,22 @@ for wl, pl, tool, c in cells:
         b = med(e, k) if e else None
         cols += [num(a, fmt), num(b, fmt), ratio(a, b) if x and e else "-"]
     lines.append("| " + " | ".join(cols) + " |")
+native = [k for k in cells if k[2] == "native"]
+if native:
+    lines += ["", "Native client (xline only) against etcd measured with each etcd-API tool, medians; fast-path share:",
+              "requests completed in one round trip (the rest fell back to the ordered result: a conflict on the",
+              "key, a txn, or too few witness records).",
+              "", "| workload | client | clients | fast-path share | native req/s | etcd req/s (our tool) | ratio "
+              "| etcd req/s (etcd's tool) | ratio | native p50 ms | etcd p50 ms (our tool) | ratio |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for wl, pl, tool, c in native:
+        x = groups[(wl, pl, tool, c, "xline")]
+        eo, ee = groups.get((wl, pl, "ours", c, "etcd")), groups.get((wl, pl, "etcd", c, "etcd"))
+        a, o, e = med(x, "requests_per_sec"), med(eo, "requests_per_sec") if eo else None, med(ee, "requests_per_sec") if ee else None
+        lp, lo = med(x, "p50_ms"), med(eo, "p50_ms") if eo else None
+        lines.append(f"| {wl} | {pl} | {c} | {num(med(x, 'fast_share'), '{:.1%}')} | {num(a, '{:.0f}')} "
+                     f"| {num(o, '{:.0f}')} | {ratio(a, o) if o else '-'} | {num(e, '{:.0f}')} | {ratio(a, e) if e else '-'} "
+                     f"| {num(lp, '{:.2f}')} | {num(lo, '{:.2f}')} | {ratio(lp, lo) if lo else '-'} |")
 errors = sum(max(0, int(float(r["errors"]))) for r in rows)
 lines += ["", f"{len(rows)} runs; {errors} failed requests in total. Raw outputs: raw/, every run: results.csv, medians: medians.csv."]
 
@@ -561,7 +595,7 @@ if ((SMOKE)); then
     # The harness must have produced a row per run and every chart it planned.
     rows=$(($(wc -l <"$CSV") - 1))
     ((rows == n_runs)) || die "smoke: $rows result rows, expected $n_runs"
-    python3 - "$RESULTS" <<'EOF' || die "smoke: a chart is missing"
+    python3 - "$RESULTS" <<'EOF' || die "smoke: a chart or a native run's fast-path count is missing"
 import json, os, sys
 out = sys.argv[1]
 charts = json.load(open(f"{out}/plots.json"))["charts"]
@@ -569,6 +603,11 @@ assert charts, "no charts planned"
 for c in charts:
     p = os.path.join(out, c["file"])
     assert open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n", p
+# Every native run reported how its requests completed.
+import csv, math
+for r in csv.DictReader(open(f"{out}/results.csv")):
+    if r["tool"] == "native":
+        assert not math.isnan(float(r["fast_share"])), r
 EOF
     log "smoke: $rows runs and every chart: ok"
 fi

@@ -19,8 +19,9 @@ independent single-member servers that were given the same sequence of requests:
   * member list: name, peer URLs (the two servers are configured differently on the peer side);
     the client URL is replaced by `<client-url>` (each server has its own free port);
   * timings (`took`), and the client-side zap log lines' timestamp and connection target;
-  * `snapshot save`: the endpoint and the snapshot's size in etcdctl's log lines (the two
-    servers' snapshot formats differ: bbolt pages against xline's store image);
+  * `snapshot save`: the endpoint and the snapshot's size in etcdctl's log lines (both are
+    bbolt files in etcd's layout, but each holds its own members and applied index, and etcd's
+    has free pages);
   * lease ids (chosen by each server: in JSON, in the hex of `lease` output, at the end of the
     keys `etcdctl lock` and `elect` print, and in the `$ etcdctl` lines that name them),
     numbered `<lease-N>` by first appearance like member

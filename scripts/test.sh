@@ -2,7 +2,7 @@
 # Runs every check of the workspace, in the order CI runs them:
 #   prerequisites -> cargo fmt --check -> clippy (-D warnings) -> build bins -> tests
 #   (doc tests, then cargo nextest; or cargo test when nextest is missing) -> etcdctl compat
-#   (plain and TLS) -> xlinectl golden outputs.
+#   (plain and TLS) -> xlinectl golden outputs -> benchmark harness smoke (scripts/bench.sh --smoke).
 #
 # Prerequisites (installed with apt-get when running as root, otherwise the command is printed):
 #   protoc   (protobuf-compiler) the etcd-client dev-dependency's build script needs it
@@ -11,10 +11,12 @@
 #   python3  (python3)           transcript normalization in scripts/etcdctl-compat.sh
 #   openssl  (openssl)           key pairs for the JWT auth tests
 #   ip       (iproute2)          network namespaces of the WAN emulation test (benchmark crate)
+#   strace   (strace)            system-call trace of scripts/fsync-audit.sh
 #   cargo-nextest is optional: without it the tests run with `cargo test`.
 #
 # Environment:
 #   SKIP_FMT=1 SKIP_CLIPPY=1 SKIP_BUILD=1 SKIP_TESTS=1 SKIP_DOCTESTS=1 SKIP_COMPAT=1
+#   SKIP_BENCH_SMOKE=1 SKIP_FSYNC_AUDIT=1
 #                     skip a stage (every stage runs by default)
 #   FAIL_FAST=1       stop at the first failed stage (default: run them all, report, exit 1)
 #   NEXTEST_PROFILE   nextest profile (default: "ci" when CI=true, else "default"),
@@ -54,6 +56,7 @@ need etcdctl etcd-client
 need python3 python3
 need openssl openssl
 need ip iproute2
+need strace strace
 
 if ((${#missing_pkgs[@]})); then
     install_cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${missing_pkgs[*]}"
@@ -69,7 +72,7 @@ if ((${#missing_pkgs[@]})); then
     log "installing: ${missing_pkgs[*]}"
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing_pkgs[@]}"
-    for tool in protoc etcd etcdctl python3 openssl ip; do
+    for tool in protoc etcd etcdctl python3 openssl ip strace; do
         command -v "$tool" >/dev/null 2>&1 || die "$tool still missing after apt-get install"
     done
 fi
@@ -153,6 +156,12 @@ stage etcdctl-compat SKIP_COMPAT bash scripts/etcdctl-compat.sh
 stage tls-compat SKIP_COMPAT bash scripts/tls-compat.sh
 # xlinectl and etcdctl against the same xline server, every output format.
 stage xlinectl-golden SKIP_COMPAT env GOLDEN_SERVERS=xline bash scripts/xlinectl-golden.sh
+# Seconds-long loopback run of the benchmark harness (xline and etcd, our tool and its native
+# client; debug binaries of the build stage): keeps scripts/bench.sh and its report working.
+stage bench-smoke SKIP_BENCH_SMOKE bash scripts/bench.sh --smoke
+# Log, vote, witness journal and applied state really fsynced before acknowledgement: checked
+# from an strace of 1 and 3 debug members (about 20 s).
+stage fsync-audit SKIP_FSYNC_AUDIT bash scripts/fsync-audit.sh
 
 summary
 if ((failed)); then

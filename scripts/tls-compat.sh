@@ -6,8 +6,12 @@
 # normalized transcripts. (etcdctl-compat.sh drives plain-HTTP servers; TLS needs its own PKI
 # and flags, hence this separate script.)
 #
+# Then the same cases run with xlinectl (this workspace's etcdctl) against a fresh xline: its
+# transcript must be etcdctl's.
+#
 # Usage: scripts/tls-compat.sh
-# Environment: XLINE_BIN (default: target/debug/xline, built when unset), REFERENCE_ETCD
+# Environment: XLINE_BIN (default: target/debug/xline, built when unset), XLINECTL_BIN
+# (default: target/debug/xlinectl, built when unset), REFERENCE_ETCD
 # (default: etcd), COMPAT_ETCDCTL (default: etcdctl), COMPAT_KEEP_DIR (copy transcripts there).
 # Exit status: 0 iff the transcripts are identical; 1 on a difference; 2 on a setup failure.
 set -euo pipefail
@@ -24,6 +28,10 @@ done
 if [[ -z "${XLINE_BIN:-}" ]]; then
     cargo build --quiet --bin xline
     XLINE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/xline"
+fi
+if [[ -z "${XLINECTL_BIN:-}" ]]; then
+    cargo build --quiet --bin xlinectl
+    XLINECTL_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/xlinectl"
 fi
 
 WORK=$(mktemp -d -t xline-tls-compat.XXXXXX)
@@ -123,6 +131,9 @@ scenario() {
     run_case root-put root put c1 y
     run_case root-user-list root user list
     run_case token-beats-cert root --user=alice:alicepw put c2 x
+    # Lock runs as the caller (the certificate's user) too.
+    run_case alice-lock-own alice lock a-lock echo held
+    run_case alice-lock-other alice lock c-lock echo held
     run_case auth-disable root auth disable
 }
 normalize() {
@@ -135,9 +146,14 @@ stop
 start "$XLINE_BIN" "$WORK/xline-data" "$WORK/xline.log"
 scenario >"$WORK/xline.txt"
 stop
+ETCDCTL=$XLINECTL_BIN
+start "$XLINE_BIN" "$WORK/xlinectl-data" "$WORK/xlinectl.log"
+scenario >"$WORK/xlinectl.txt"
+stop
 
 normalize "$WORK/etcd.txt" >"$WORK/etcd.norm"
 normalize "$WORK/xline.txt" >"$WORK/xline.norm"
+normalize "$WORK/xlinectl.txt" >"$WORK/xlinectl.norm"
 if [[ -n "$KEEP_DIR" ]]; then
     mkdir -p "$KEEP_DIR"
     cp "$WORK"/*.txt "$WORK"/*.norm "$WORK"/*.log "$KEEP_DIR/"
@@ -146,5 +162,11 @@ if diff -u "$WORK/etcd.norm" "$WORK/xline.norm"; then
     echo "tls-compat: $(grep -c '^### ' "$WORK/etcd.norm") cases identical"
 else
     echo "tls-compat: transcripts differ" >&2
+    exit 1
+fi
+if diff -u "$WORK/etcd.norm" "$WORK/xlinectl.norm"; then
+    echo "tls-compat: xlinectl: $(grep -c '^### ' "$WORK/xlinectl.norm") cases identical to etcdctl's"
+else
+    echo "tls-compat: xlinectl's transcript differs from etcdctl's" >&2
     exit 1
 fi

@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::conn;
 use crate::error::BenchError;
 use crate::keys::{self, KeySpec};
+use crate::native;
 use crate::runner::{self, RunOptions};
 use crate::schedule::Budget;
 use crate::watch_latency::{DEFAULT_PUT_RATE, WatchLatency};
@@ -20,7 +21,9 @@ pub const DEFAULT_TOTAL: u64 = 10_000;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "benchmark", version)]
 pub struct Cli {
-    /// gRPC endpoints, comma-separated (`host:port` or `http://host:port`).
+    /// gRPC endpoints, comma-separated (`host:port` or `http://host:port`): the members'
+    /// client URLs, or with --native their PEER URLs (where xline serves the CURP client
+    /// service).
     #[arg(
         long,
         global = true,
@@ -62,7 +65,11 @@ pub struct Cli {
     /// Send every request to the leader, found with Maintenance.Status.
     #[arg(long, global = true)]
     pub target_leader: bool,
-    /// Use the CURP client (fast path) instead of the etcd API.
+    /// Use xline's CURP client (fast path: one round trip for commuting writes) instead of the
+    /// etcd API. --endpoints are then the members' peer URLs. Writes only: put, delete and
+    /// txn-put (range, txn-mixed, watch-latency and lease-keepalive are refused). Each of
+    /// --conns is one native client that its share of --clients use concurrently; the report
+    /// adds how many requests completed on the fast path.
     #[arg(long, global = true)]
     pub native: bool,
     /// Print the report as JSON on stdout.
@@ -100,6 +107,8 @@ pub enum Consistency {
 pub enum Command {
     /// Put keys of the key space.
     Put,
+    /// Delete keys of the key space, one per request (a missing key is not an error).
+    Delete,
     /// Range requests: KEY [END] every time, or one key of the key space each when KEY is
     /// not given.
     Range {
@@ -186,6 +195,8 @@ pub struct Params {
     pub consistency: Consistency,
     /// `--target-leader`.
     pub target_leader: bool,
+    /// `--native`: the CURP client instead of the etcd API.
+    pub native: bool,
     /// The seed of the key choices.
     pub seed: u64,
 }
@@ -208,6 +219,8 @@ pub struct Plan {
     pub conns: usize,
     /// Resolve the leader and send only to it.
     pub target_leader: bool,
+    /// Native (CURP) clients on the members' peer URLs instead of the etcd API.
+    pub native: bool,
     /// How to drive the run.
     pub run: RunOptions,
     /// The work.
@@ -221,9 +234,6 @@ pub struct Plan {
 impl Cli {
     /// Checks the flags and builds the plan.
     pub fn plan(&self) -> Result<Plan, BenchError> {
-        if self.native {
-            return Err(BenchError::NativeUnavailable);
-        }
         let invalid = |m: &str| Err(BenchError::InvalidArgs(m.to_owned()));
         if self.clients == 0 {
             return invalid("--clients must be at least 1");
@@ -261,6 +271,7 @@ impl Cli {
         let mut rate = (self.rate > 0.0).then_some(self.rate);
         let job = match &self.command {
             Command::Put => Job::Simple(Workload::Put { keys, value }),
+            Command::Delete => Job::Simple(Workload::Delete { keys }),
             Command::Range { key, end, limit } => {
                 if *limit < 0 {
                     return invalid("--limit must not be negative");
@@ -326,6 +337,15 @@ impl Cli {
             Job::Simple(w) => w.name().to_owned(),
             Job::Watch(_) => "watch-latency".to_owned(),
         };
+        if self.native {
+            native::check_workload(&workload)?;
+            if self.target_leader {
+                return invalid(
+                    "--target-leader does not apply to --native: the native client finds the \
+                     leader itself and proposes to it (and records to the other members)",
+                );
+            }
+        }
         let params = Params {
             workload,
             endpoints: self.endpoints.clone(),
@@ -346,12 +366,14 @@ impl Cli {
             sequential_keys: self.sequential_keys,
             consistency: self.consistency,
             target_leader: self.target_leader,
+            native: self.native,
             seed,
         };
         Ok(Plan {
             urls,
             conns: self.conns,
             target_leader: self.target_leader,
+            native: self.native,
             run: RunOptions {
                 clients: self.clients,
                 budget,
@@ -510,10 +532,49 @@ mod tests {
     }
 
     #[test]
-    fn native_is_refused_honestly() {
-        let err = plan(&["put", "--native"]).unwrap_err();
-        assert!(matches!(err, BenchError::NativeUnavailable));
-        assert!(err.to_string().contains("not available yet"));
+    fn native_writes_are_planned_on_peer_urls() {
+        let p = plan(&[
+            "--native",
+            "--endpoints=127.0.0.1:2380,http://127.0.0.1:2382",
+            "--clients=200",
+            "--conns=4",
+            "put",
+            "--key-space-size=100000",
+        ])
+        .unwrap();
+        assert!(p.native && p.params.native);
+        assert_eq!(p.urls, ["http://127.0.0.1:2380", "http://127.0.0.1:2382"]);
+        assert_eq!((p.conns, p.run.clients), (4, 200));
+        assert!(matches!(p.job, Job::Simple(Workload::Put { .. })));
+        assert!(matches!(
+            plan(&["--native", "txn-put"]).unwrap().job,
+            Job::Simple(Workload::TxnPut { ops: 1, .. })
+        ));
+        assert!(matches!(
+            plan(&["delete", "--native"]).unwrap().job,
+            Job::Simple(Workload::Delete { .. })
+        ));
+        assert!(!plan(&["put"]).unwrap().native);
+    }
+
+    #[test]
+    fn native_refuses_what_it_cannot_send() {
+        for args in [
+            &["--native", "range"][..],
+            &["--native", "range", "foo", "--consistency=s"],
+            &["--native", "txn-mixed"],
+            &["--native", "watch-latency"],
+            &["--native", "lease-keepalive"],
+        ] {
+            let err = plan(args).unwrap_err();
+            assert!(
+                matches!(err, BenchError::NativeUnsupported { .. }),
+                "{args:?}: {err}"
+            );
+            assert!(err.to_string().contains("without --native"), "{err}");
+        }
+        let err = plan(&["--native", "--target-leader", "put"]).unwrap_err();
+        assert!(err.to_string().contains("--target-leader"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! gRPC connections to the endpoints, and finding the leader for `--target-leader`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
@@ -7,6 +8,16 @@ use xline_proto::etcdserverpb::StatusRequest;
 use xline_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 
 use crate::error::BenchError;
+use crate::native::NativeClient;
+
+/// One connection the clients of a run share.
+#[derive(Debug, Clone)]
+pub enum Conn {
+    /// An HTTP/2 channel for the etcd API.
+    Grpc(Channel),
+    /// A native (CURP) client, with `--native`.
+    Native(Arc<NativeClient>),
+}
 
 /// How long establishing one connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -11,12 +11,14 @@ pub enum BenchError {
     /// A flag or a combination of flags makes no sense.
     #[error("invalid arguments: {0}")]
     InvalidArgs(String),
-    /// `--native` asks for the CURP client, which the workspace does not ship yet.
-    #[error(
-        "--native: the CURP native client (fast path) is not available yet; \
-         run without --native to use the etcd API"
-    )]
-    NativeUnavailable,
+    /// `--native` with a workload the native client cannot send.
+    #[error("--native: {workload} is not available through the native client: {reason}")]
+    NativeUnsupported {
+        /// The workload.
+        workload: String,
+        /// Why, and what to do instead.
+        reason: &'static str,
+    },
     /// An endpoint could not be parsed or reached.
     #[error("cannot connect to {endpoint}: {reason}")]
     Connect {

@@ -16,11 +16,16 @@
 //! own [`report::Recorder`], and the merged recorders become a [`report::Summary`] (requests/s,
 //! percentiles, histogram), printed as text or JSON. `watch-latency` has its own driver in
 //! [`watch_latency`].
+//!
+//! With `--native` the connections are xline's CURP clients on the members' peer URLs instead
+//! of gRPC channels ([`native`]): the same runner drives them, and the report adds how many
+//! requests completed on the fast path ([`native::NativeStats`]).
 
 pub mod cli;
 pub mod conn;
 pub mod error;
 pub mod keys;
+pub mod native;
 pub mod progress;
 pub mod report;
 pub mod runner;
@@ -34,7 +39,9 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::cli::{Job, Params, Plan};
+use crate::conn::Conn;
 use crate::error::BenchError;
+use crate::native::NativeStats;
 use crate::report::Summary;
 
 /// Everything a run reports.
@@ -49,6 +56,9 @@ pub struct Report {
     /// watch-latency only: the puts that caused the events.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub put_summary: Option<Summary>,
+    /// `--native` only: how the requests completed (fast path, fallback).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub native: Option<NativeStats>,
 }
 
 impl Report {
@@ -65,6 +75,10 @@ impl Report {
         if let Some(puts) = &self.put_summary {
             text.push('\n');
             text.push_str(&puts.to_text());
+        }
+        if let Some(native) = &self.native {
+            text.push('\n');
+            text.push_str(&native.to_text());
         }
         text
     }
@@ -83,6 +97,9 @@ impl Report {
 
 /// Connects and runs `plan`.
 pub async fn execute(plan: &Plan) -> Result<Report, BenchError> {
+    if plan.native {
+        return execute_native(plan).await;
+    }
     let targets = if plan.target_leader {
         vec![conn::find_leader(&plan.urls).await?]
     } else {
@@ -92,7 +109,8 @@ pub async fn execute(plan: &Plan) -> Result<Report, BenchError> {
     let (summary, put_summary) = match &plan.job {
         Job::Simple(workload) => {
             let name = workload.name();
-            let outcome = runner::run(Arc::new(workload.clone()), &channels, &plan.run).await?;
+            let conns: Vec<Conn> = channels.into_iter().map(Conn::Grpc).collect();
+            let outcome = runner::run(Arc::new(workload.clone()), &conns, &plan.run).await?;
             let summary = Summary::new(name, &outcome.recorder, outcome.elapsed);
             (summary, None)
         }
@@ -109,5 +127,26 @@ pub async fn execute(plan: &Plan) -> Result<Report, BenchError> {
         targets,
         summary,
         put_summary,
+        native: None,
+    })
+}
+
+/// Runs a `--native` plan: native clients on the peer URLs, the fast path for every request.
+async fn execute_native(plan: &Plan) -> Result<Report, BenchError> {
+    native::check_workload(&plan.params.workload)?;
+    let Job::Simple(workload) = &plan.job else {
+        return Err(BenchError::InvalidArgs(
+            "--native runs request-per-iteration workloads only".to_owned(),
+        ));
+    };
+    let clients = native::connect_all(&plan.urls, plan.conns, plan.run.request_timeout).await?;
+    let conns: Vec<Conn> = clients.iter().cloned().map(Conn::Native).collect();
+    let outcome = runner::run(Arc::new(workload.clone()), &conns, &plan.run).await?;
+    Ok(Report {
+        params: plan.params.clone(),
+        targets: plan.urls.clone(),
+        summary: Summary::new(workload.name(), &outcome.recorder, outcome.elapsed),
+        put_summary: None,
+        native: Some(NativeStats::sum(&clients)),
     })
 }

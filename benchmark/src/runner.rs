@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::task::JoinSet;
-use tonic::transport::Channel;
 
+use crate::conn::Conn;
 use crate::error::BenchError;
 use crate::progress::Progress;
 use crate::report::Recorder;
@@ -52,14 +52,14 @@ pub fn time_seed() -> u64 {
         })
 }
 
-/// Runs `workload` with `opts.clients` clients over `channels` (client `i` uses channel
-/// `i % channels.len()`).
+/// Runs `workload` with `opts.clients` clients over `conns` (client `i` uses connection
+/// `i % conns.len()`).
 pub async fn run(
     workload: Arc<Workload>,
-    channels: &[Channel],
+    conns: &[Conn],
     opts: &RunOptions,
 ) -> Result<RunOutcome, BenchError> {
-    if channels.is_empty() || opts.clients == 0 {
+    if conns.is_empty() || opts.clients == 0 {
         return Err(BenchError::InvalidArgs(
             "a run needs at least one connection and one client".to_owned(),
         ));
@@ -67,8 +67,7 @@ pub async fn run(
     // Per-client setup (lease grants) happens before the clock starts.
     let mut states = Vec::with_capacity(opts.clients);
     for i in 0..opts.clients {
-        let channel = channels[i % channels.len()].clone();
-        states.push(ClientState::new(&workload, channel).await?);
+        states.push(ClientState::new(&workload, &conns[i % conns.len()]).await?);
     }
     let done = Arc::new(AtomicU64::new(0));
     let progress = Progress::start(done.clone(), opts.budget, opts.progress);

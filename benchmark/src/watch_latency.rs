@@ -19,6 +19,7 @@ use tonic::transport::Channel;
 use xline_proto::etcdserverpb::watch_client::WatchClient;
 use xline_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse, watch_request};
 
+use crate::conn::Conn;
 use crate::error::BenchError;
 use crate::keys;
 use crate::report::Recorder;
@@ -189,7 +190,8 @@ pub async fn run(
         rate: Some(rate),
         ..*opts
     };
-    let puts = runner::run(put, channels, &put_opts).await?;
+    let conns: Vec<Conn> = channels.iter().cloned().map(Conn::Grpc).collect();
+    let puts = runner::run(put, &conns, &put_opts).await?;
 
     let watchers = (spec.streams * spec.watchers_per_stream) as u64;
     let expected = puts.recorder.successes() * watchers;

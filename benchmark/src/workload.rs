@@ -1,5 +1,6 @@
-//! The request-per-iteration workloads (put, range, txn-put, txn-mixed, lease-keepalive): what
-//! one request of each is, and the per-client state it needs.
+//! The request-per-iteration workloads (put, delete, range, txn-put, txn-mixed,
+//! lease-keepalive): what one request of each is, and the per-client state it needs (a gRPC
+//! client, a lease stream, or with `--native` a shared CURP client).
 
 use std::sync::Arc;
 
@@ -13,12 +14,14 @@ use tonic::transport::Channel;
 use xline_proto::etcdserverpb::kv_client::KvClient;
 use xline_proto::etcdserverpb::lease_client::LeaseClient;
 use xline_proto::etcdserverpb::{
-    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseRevokeRequest,
-    PutRequest, RangeRequest, RequestOp, TxnRequest, request_op,
+    DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, request_op,
 };
 
+use crate::conn::Conn;
 use crate::error::BenchError;
 use crate::keys::{self, KeySpec};
+use crate::native::{self, NativeClient};
 use crate::watch_latency::SendTimes;
 
 /// TTL of the lease each lease-keepalive client keeps alive, in seconds (long enough never to
@@ -48,6 +51,11 @@ pub enum Workload {
         keys: KeySpec,
         /// The value written.
         value: Vec<u8>,
+    },
+    /// `DeleteRange` of one key from the space.
+    Delete {
+        /// Keys.
+        keys: KeySpec,
     },
     /// `Range`.
     Range {
@@ -97,6 +105,7 @@ impl Workload {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Put { .. } => "put",
+            Self::Delete { .. } => "delete",
             Self::Range { .. } => "range",
             Self::TxnPut { .. } => "txn-put",
             Self::TxnMixed { .. } => "txn-mixed",
@@ -129,7 +138,7 @@ impl Workload {
     }
 
     /// The transaction `seq` of a `TxnPut` or `TxnMixed` workload.
-    fn txn_request(&self, seq: u64, rng: &mut StdRng) -> Option<TxnRequest> {
+    pub(crate) fn txn_request(&self, seq: u64, rng: &mut StdRng) -> Option<TxnRequest> {
         let put = |key: Vec<u8>, value: &Vec<u8>| RequestOp {
             request: Some(request_op::Request::RequestPut(PutRequest {
                 key,
@@ -201,6 +210,8 @@ pub enum ClientState {
     Kv(KvClient<Channel>),
     /// A keep-alive stream and the lease it renews.
     Lease(Box<LeaseState>),
+    /// The native client of the client's connection (shared with other clients).
+    Native(Arc<NativeClient>),
 }
 
 /// A lease-keepalive client's lease and stream.
@@ -217,8 +228,15 @@ pub struct LeaseState {
 }
 
 impl ClientState {
-    /// Prepares a client of `workload` on `channel` (grants its lease for lease-keepalive).
-    pub async fn new(workload: &Workload, channel: Channel) -> Result<Self, BenchError> {
+    /// Prepares a client of `workload` on `conn` (grants its lease for lease-keepalive).
+    pub async fn new(workload: &Workload, conn: &Conn) -> Result<Self, BenchError> {
+        let channel = match conn {
+            Conn::Native(client) => {
+                native::check_workload(workload.name())?;
+                return Ok(Self::Native(Arc::clone(client)));
+            }
+            Conn::Grpc(channel) => channel.clone(),
+        };
         if !matches!(workload, Workload::LeaseKeepalive) {
             return Ok(Self::Kv(KvClient::new(channel)));
         }
@@ -278,6 +296,13 @@ impl ClientState {
                     };
                     kv.put(req).await.map(drop).map_err(status_message)
                 }
+                Workload::Delete { keys } => {
+                    let req = DeleteRangeRequest {
+                        key: keys.key_for(seq, rng),
+                        ..DeleteRangeRequest::default()
+                    };
+                    kv.delete_range(req).await.map(drop).map_err(status_message)
+                }
                 Workload::StampedPut {
                     key,
                     val_size,
@@ -301,6 +326,7 @@ impl ClientState {
                 }
                 Workload::LeaseKeepalive => Err("lease-keepalive needs a lease client".to_owned()),
             },
+            Self::Native(client) => native::step(client, workload, seq, rng).await,
             Self::Lease(lease) => {
                 let LeaseState {
                     requests,

@@ -24,4 +24,6 @@ pub mod transport;
 pub use cmd::{Command, CommandExecutor, ConflictKeys, KeyRange};
 pub use error::{DecodeError, ExecutorError, ProposeError, StorageError};
 pub use node::{Inbox, Node, NodeConfig, NodeError, NodeHandle};
-pub use storage::{HardState, LogEntry, LogStorage, MemoryLog, RaftEngineLog, RaftEngineOptions};
+pub use storage::{HardState, LogEntry, LogStorage, MemoryLog};
+#[cfg(feature = "storage")]
+pub use storage::{RaftEngineLog, RaftEngineOptions};

@@ -485,17 +485,25 @@ async fn commuting_commands_complete_fast_5_members() {
 
 /// A command the executor does not speculate (a compare-and-swap) takes the ordered path with
 /// the correct result; a put conflicting with an uncommitted put on the same key waits for its
-/// ordered result, which sees the first put.
+/// ordered result, which sees the first put. The leader answers each such `Propose` with the
+/// ordered result itself (F3): no `WaitSynced` round trip.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicting_and_non_speculable_commands_fall_back() {
     // An election timeout well above the cut below: the followers do not campaign.
     let cluster = Cluster::new(3, Duration::from_secs(1));
     let leader = cluster.leader().await;
-    let client = Arc::new(cluster.client(quick()).await);
+    let seeds = cluster.members.keys().map(|&id| addr_of(id)).collect();
+    let tap = Arc::new(SyncedTap::new(cluster.clients.clone(), false));
+    let client: CurpClient<Cmd, Out, Codec, _> =
+        CurpClient::connect(Arc::clone(&tap), seeds, quick())
+            .await
+            .expect("connect");
+    let client = Arc::new(client);
     client
         .propose_ordered(&put("warmup", 1))
         .await
         .expect("warmup");
+    let warmup_calls = tap.calls.load(Ordering::SeqCst);
 
     let cas = Cmd {
         key: "c".into(),
@@ -546,6 +554,11 @@ async fn conflicting_and_non_speculable_commands_fall_back() {
     eprintln!("[conflicts] stats {stats:?}");
     assert_eq!(stats.fast, 1);
     assert_eq!(stats.fallback, 3);
+    assert_eq!(
+        tap.calls.load(Ordering::SeqCst),
+        warmup_calls,
+        "every fallback came with the leader's answer, none needed WaitSynced"
+    );
 }
 
 /// With 3 voters the superquorum is every voter (CURP.md P12): one unreachable witness sends
@@ -698,14 +711,25 @@ async fn fast_completed_command_survives_leader_crash() {
     }
 }
 
-/// A transport that loses the answer of the first `WaitSynced` call after the member executed
-/// it (an indeterminate outcome, CURP.md P4).
-struct LoseFirstSyncedReply {
+/// A transport that counts `WaitSynced` calls and, when `lose_first`, loses the answer of the
+/// first one after the member executed it (an indeterminate outcome, CURP.md P4).
+struct SyncedTap {
     inner: MemClientTransport,
-    lost: AtomicU32,
+    lose_first: bool,
+    calls: AtomicU32,
 }
 
-impl ClientTransport for LoseFirstSyncedReply {
+impl SyncedTap {
+    fn new(inner: MemClientTransport, lose_first: bool) -> Self {
+        Self {
+            inner,
+            lose_first,
+            calls: AtomicU32::new(0),
+        }
+    }
+}
+
+impl ClientTransport for SyncedTap {
     fn keep_alive(
         &self,
         addr: &str,
@@ -739,7 +763,8 @@ impl ClientTransport for LoseFirstSyncedReply {
         let addr = addr.to_owned();
         async move {
             let answer = call.await;
-            if answer.is_ok() && self.lost.fetch_add(1, Ordering::SeqCst) == 0 {
+            let first = self.calls.fetch_add(1, Ordering::SeqCst) == 0;
+            if answer.is_ok() && first && self.lose_first {
                 return Err(ClientError::Transport {
                     addr,
                     message: "reply lost".into(),
@@ -771,10 +796,7 @@ async fn same_id_retry_after_a_lost_reply_applies_once() {
     let cluster = Cluster::new(3, Duration::from_millis(300));
     cluster.leader().await;
     let seeds = cluster.members.keys().map(|&id| addr_of(id)).collect();
-    let transport = Arc::new(LoseFirstSyncedReply {
-        inner: cluster.clients.clone(),
-        lost: AtomicU32::new(0),
-    });
+    let transport = Arc::new(SyncedTap::new(cluster.clients.clone(), true));
     let client: CurpClient<Cmd, Out, Codec, _> = CurpClient::connect(transport, seeds, quick())
         .await
         .expect("connect");

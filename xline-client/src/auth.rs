@@ -51,6 +51,8 @@ pub struct Permission {
     range: RangeSpec,
 }
 
+range_methods!(Permission, "Covers", with_range_end);
+
 impl Permission {
     /// A permission of `perm_type` on `key`.
     pub fn new(perm_type: PermissionType, key: impl Into<Vec<u8>>) -> Self {
@@ -76,27 +78,6 @@ impl Permission {
         Self::new(PermissionType::Readwrite, key)
     }
 
-    /// Covers `[key, end)`.
-    #[must_use]
-    pub fn with_range_end(mut self, end: impl Into<Vec<u8>>) -> Self {
-        self.range = RangeSpec::End(end.into());
-        self
-    }
-
-    /// Covers every key with the key as prefix.
-    #[must_use]
-    pub fn with_prefix(mut self) -> Self {
-        self.range = RangeSpec::Prefix;
-        self
-    }
-
-    /// Covers every key `>=` the key.
-    #[must_use]
-    pub fn with_from_key(mut self) -> Self {
-        self.range = RangeSpec::FromKey;
-        self
-    }
-
     /// The protocol message.
     pub fn into_proto(self) -> authpb::Permission {
         let (key, range_end) = self.range.resolve(self.key);
@@ -114,31 +95,16 @@ pub struct RoleRevokePermissionOptions {
     range: RangeSpec,
 }
 
+range_methods!(
+    RoleRevokePermissionOptions,
+    "Revokes the permission on",
+    with_range_end
+);
+
 impl RoleRevokePermissionOptions {
     /// Revokes the permission on just the key.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Revokes the permission on `[key, end)`.
-    #[must_use]
-    pub fn with_range_end(mut self, end: impl Into<Vec<u8>>) -> Self {
-        self.range = RangeSpec::End(end.into());
-        self
-    }
-
-    /// Revokes the permission on the key as prefix.
-    #[must_use]
-    pub fn with_prefix(mut self) -> Self {
-        self.range = RangeSpec::Prefix;
-        self
-    }
-
-    /// Revokes the permission on every key `>=` the key.
-    #[must_use]
-    pub fn with_from_key(mut self) -> Self {
-        self.range = RangeSpec::FromKey;
-        self
     }
 }
 
@@ -365,6 +331,146 @@ impl AuthClient {
             key,
             range_end,
         };
+        unary!(
+            self,
+            Retry::NonRepeatable,
+            RawAuth,
+            role_revoke_permission,
+            req
+        )
+    }
+}
+
+/// Raw requests: etcd's request messages as they are, with the pool's balancing, failover,
+/// retry rules and auth token (see the crate docs, "Raw requests").
+impl AuthClient {
+    /// Auth.AuthEnable (not repeatable).
+    pub async fn auth_enable_request(&self, req: AuthEnableRequest) -> Result<AuthEnableResponse> {
+        unary!(self, Retry::NonRepeatable, RawAuth, auth_enable, req)
+    }
+
+    /// Auth.AuthDisable (not repeatable).
+    pub async fn auth_disable_request(
+        &self,
+        req: AuthDisableRequest,
+    ) -> Result<AuthDisableResponse> {
+        unary!(self, Retry::NonRepeatable, RawAuth, auth_disable, req)
+    }
+
+    /// Auth.AuthStatus (repeatable).
+    pub async fn auth_status_request(&self, req: AuthStatusRequest) -> Result<AuthStatusResponse> {
+        unary!(self, Retry::Repeatable, RawAuth, auth_status, req)
+    }
+
+    /// Auth.Authenticate (repeatable).
+    pub async fn authenticate_request(
+        &self,
+        req: AuthenticateRequest,
+    ) -> Result<AuthenticateResponse> {
+        unary!(self, Retry::Repeatable, RawAuth, authenticate, req)
+    }
+
+    /// Auth.UserAdd (not repeatable).
+    pub async fn user_add_request(&self, req: AuthUserAddRequest) -> Result<AuthUserAddResponse> {
+        unary!(self, Retry::NonRepeatable, RawAuth, user_add, req)
+    }
+
+    /// Auth.UserGet (repeatable).
+    pub async fn user_get_request(&self, req: AuthUserGetRequest) -> Result<AuthUserGetResponse> {
+        unary!(self, Retry::Repeatable, RawAuth, user_get, req)
+    }
+
+    /// Auth.UserList (repeatable).
+    pub async fn user_list_request(
+        &self,
+        req: AuthUserListRequest,
+    ) -> Result<AuthUserListResponse> {
+        unary!(self, Retry::Repeatable, RawAuth, user_list, req)
+    }
+
+    /// Auth.UserDelete (not repeatable).
+    pub async fn user_delete_request(
+        &self,
+        req: AuthUserDeleteRequest,
+    ) -> Result<AuthUserDeleteResponse> {
+        unary!(self, Retry::NonRepeatable, RawAuth, user_delete, req)
+    }
+
+    /// Auth.UserChangePassword (not repeatable).
+    pub async fn user_change_password_request(
+        &self,
+        req: AuthUserChangePasswordRequest,
+    ) -> Result<AuthUserChangePasswordResponse> {
+        unary!(
+            self,
+            Retry::NonRepeatable,
+            RawAuth,
+            user_change_password,
+            req
+        )
+    }
+
+    /// Auth.UserGrantRole (not repeatable).
+    pub async fn user_grant_role_request(
+        &self,
+        req: AuthUserGrantRoleRequest,
+    ) -> Result<AuthUserGrantRoleResponse> {
+        unary!(self, Retry::NonRepeatable, RawAuth, user_grant_role, req)
+    }
+
+    /// Auth.UserRevokeRole (not repeatable).
+    pub async fn user_revoke_role_request(
+        &self,
+        req: AuthUserRevokeRoleRequest,
+    ) -> Result<AuthUserRevokeRoleResponse> {
+        unary!(self, Retry::NonRepeatable, RawAuth, user_revoke_role, req)
+    }
+
+    /// Auth.RoleAdd (not repeatable).
+    pub async fn role_add_request(&self, req: AuthRoleAddRequest) -> Result<AuthRoleAddResponse> {
+        unary!(self, Retry::NonRepeatable, RawAuth, role_add, req)
+    }
+
+    /// Auth.RoleGet (repeatable).
+    pub async fn role_get_request(&self, req: AuthRoleGetRequest) -> Result<AuthRoleGetResponse> {
+        unary!(self, Retry::Repeatable, RawAuth, role_get, req)
+    }
+
+    /// Auth.RoleList (repeatable).
+    pub async fn role_list_request(
+        &self,
+        req: AuthRoleListRequest,
+    ) -> Result<AuthRoleListResponse> {
+        unary!(self, Retry::Repeatable, RawAuth, role_list, req)
+    }
+
+    /// Auth.RoleDelete (not repeatable).
+    pub async fn role_delete_request(
+        &self,
+        req: AuthRoleDeleteRequest,
+    ) -> Result<AuthRoleDeleteResponse> {
+        unary!(self, Retry::NonRepeatable, RawAuth, role_delete, req)
+    }
+
+    /// Auth.RoleGrantPermission (not repeatable).
+    pub async fn role_grant_permission_request(
+        &self,
+        req: AuthRoleGrantPermissionRequest,
+    ) -> Result<AuthRoleGrantPermissionResponse> {
+        unary!(
+            self,
+            Retry::NonRepeatable,
+            RawAuth,
+            role_grant_permission,
+            req
+        )
+    }
+
+    /// Auth.RoleRevokePermission (not repeatable).
+    pub async fn role_revoke_permission_request(
+        &self,
+        req: AuthRoleRevokePermissionRequest,
+    ) -> Result<AuthRoleRevokePermissionResponse> {
         unary!(
             self,
             Retry::NonRepeatable,

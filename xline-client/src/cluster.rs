@@ -99,3 +99,41 @@ impl ClusterClient {
         unary!(self, Retry::NonRepeatable, RawCluster, member_promote, req)
     }
 }
+
+/// Raw requests: etcd's request messages as they are, with the pool's balancing, failover,
+/// retry rules and auth token (see the crate docs, "Raw requests").
+impl ClusterClient {
+    /// Cluster.MemberAdd (not repeatable).
+    pub async fn member_add_request(&self, req: MemberAddRequest) -> Result<MemberAddResponse> {
+        unary!(self, Retry::NonRepeatable, RawCluster, member_add, req)
+    }
+
+    /// Cluster.MemberRemove (not repeatable).
+    pub async fn member_remove_request(
+        &self,
+        req: MemberRemoveRequest,
+    ) -> Result<MemberRemoveResponse> {
+        unary!(self, Retry::NonRepeatable, RawCluster, member_remove, req)
+    }
+
+    /// Cluster.MemberUpdate (not repeatable).
+    pub async fn member_update_request(
+        &self,
+        req: MemberUpdateRequest,
+    ) -> Result<MemberUpdateResponse> {
+        unary!(self, Retry::NonRepeatable, RawCluster, member_update, req)
+    }
+
+    /// Cluster.MemberList (repeatable).
+    pub async fn member_list_request(&self, req: MemberListRequest) -> Result<MemberListResponse> {
+        unary!(self, Retry::Repeatable, RawCluster, member_list, req)
+    }
+
+    /// Cluster.MemberPromote (not repeatable).
+    pub async fn member_promote_request(
+        &self,
+        req: MemberPromoteRequest,
+    ) -> Result<MemberPromoteResponse> {
+        unary!(self, Retry::NonRepeatable, RawCluster, member_promote, req)
+    }
+}

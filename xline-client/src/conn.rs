@@ -20,8 +20,9 @@ use tonic::{Code, Request, Response, Status};
 use xline_proto::etcdserverpb::AuthenticateRequest;
 use xline_proto::etcdserverpb::auth_client::AuthClient;
 
-use crate::ConnectOptions;
 use crate::error::{Error, EtcdErrorKind, Result};
+use crate::tls::error_chain;
+use crate::{ConnectOptions, TlsOptions};
 
 /// A channel with the auth token attached to every request.
 pub(crate) type Svc = InterceptedService<Channel, TokenInterceptor>;
@@ -71,19 +72,22 @@ pub(crate) struct Inner {
     token: RwLock<Option<AsciiMetadataValue>>,
 }
 
-/// Parses `host:port`, `http://host:port` (`https://` is refused: this build has no TLS).
+/// Parses `host:port`, `http://host:port` or `https://host:port`. TLS is used for `https://`
+/// and, when TLS options are given, for bare `host:port` (as etcd's clientv3 does).
 fn parse_endpoint(raw: &str, opts: &ConnectOptions) -> Result<(String, Endpoint)> {
     let raw = raw.trim();
     if raw.is_empty() {
         return Err(Error::InvalidArgs("empty endpoint".to_owned()));
     }
-    if raw.starts_with("https://") || raw.starts_with("unixs://") {
+    if raw.starts_with("unixs://") {
         return Err(Error::Unimplemented(format!(
-            "TLS endpoint {raw}: this build of xline-client speaks plain http only"
+            "TLS over a unix socket ({raw}) is not supported"
         )));
     }
     let url = if raw.contains("://") {
         raw.to_owned()
+    } else if opts.tls.is_some() {
+        format!("https://{raw}")
     } else {
         format!("http://{raw}")
     };
@@ -96,6 +100,17 @@ fn parse_endpoint(raw: &str, opts: &ConnectOptions) -> Result<(String, Endpoint)
             .http2_keep_alive_interval(interval)
             .keep_alive_timeout(timeout)
             .keep_alive_while_idle(true);
+    }
+    if url.starts_with("https://") {
+        let default_tls;
+        let tls = match &opts.tls {
+            Some(tls) => tls,
+            None => {
+                default_tls = TlsOptions::new();
+                &default_tls
+            }
+        };
+        endpoint = tls.apply(endpoint)?;
     }
     Ok((url, endpoint))
 }
@@ -129,6 +144,9 @@ impl Inner {
     pub(crate) fn new(endpoints: &[String], opts: ConnectOptions) -> Result<Self> {
         if endpoints.is_empty() {
             return Err(Error::InvalidArgs("no endpoints given".to_owned()));
+        }
+        if let Some(tls) = &opts.tls {
+            tls.validate()?;
         }
         let members = endpoints
             .iter()
@@ -223,15 +241,7 @@ impl Inner {
         let channel =
             match tokio::time::timeout(self.opts.dial_timeout, member.endpoint.connect()).await {
                 Ok(Ok(channel)) => channel,
-                Ok(Err(e)) => {
-                    let mut reason = e.to_string();
-                    let mut source = std::error::Error::source(&e);
-                    while let Some(s) = source {
-                        reason = format!("{reason}: {s}");
-                        source = s.source();
-                    }
-                    return Err(connect_err(reason));
-                }
+                Ok(Err(e)) => return Err(connect_err(error_chain(&e))),
                 Err(_) => return Err(connect_err("dial timeout".to_owned())),
             };
         *slot = Some(channel.clone());
@@ -316,8 +326,11 @@ impl Inner {
                     if unsent || transport_failure(&status) {
                         self.mark_down(i).await;
                     }
+                    // A transport failure (connection reset, TLS alert) is what gRPC-go reports
+                    // as `Unavailable`: a read is retried on it too.
                     let retriable = unsent
-                        || (retry == Retry::Repeatable && status.code() == Code::Unavailable);
+                        || (retry == Retry::Repeatable
+                            && (status.code() == Code::Unavailable || transport_failure(&status)));
                     if !retriable {
                         return Err(Error::from_status(status));
                     }
@@ -419,10 +432,24 @@ mod tests {
             parse_endpoint("http://localhost:1", &opts).unwrap().0,
             "http://localhost:1"
         );
+        assert_eq!(
+            parse_endpoint("https://localhost:1", &opts).unwrap().0,
+            "https://localhost:1"
+        );
         assert!(matches!(
-            parse_endpoint("https://localhost:1", &opts),
+            parse_endpoint("unixs://sock", &opts),
             Err(Error::Unimplemented(_))
         ));
+        // With TLS options a bare host:port is TLS, an http:// endpoint stays plaintext.
+        let tls = ConnectOptions::new().with_tls(TlsOptions::new().with_insecure_skip_verify(true));
+        assert_eq!(
+            parse_endpoint("127.0.0.1:2379", &tls).unwrap().0,
+            "https://127.0.0.1:2379"
+        );
+        assert_eq!(
+            parse_endpoint("http://127.0.0.1:2379", &tls).unwrap().0,
+            "http://127.0.0.1:2379"
+        );
         assert!(matches!(
             parse_endpoint("", &opts),
             Err(Error::InvalidArgs(_))

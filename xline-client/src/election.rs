@@ -156,3 +156,35 @@ impl ElectionClient {
         ObserveStream { rx }
     }
 }
+
+/// Raw requests: etcd's request messages as they are, with the pool's balancing, failover,
+/// retry rules and auth token (see the crate docs, "Raw requests").
+impl ElectionClient {
+    /// Election.Campaign (not repeatable; waits until elected).
+    pub async fn campaign_request(&self, req: CampaignRequest) -> Result<CampaignResponse> {
+        unary!(self, Retry::NonRepeatable, RawElection, campaign, req)
+    }
+
+    /// Election.Proclaim (not repeatable).
+    pub async fn proclaim_request(&self, req: ProclaimRequest) -> Result<ProclaimResponse> {
+        unary!(self, Retry::NonRepeatable, RawElection, proclaim, req)
+    }
+
+    /// Election.Leader (repeatable).
+    pub async fn leader_request(&self, req: LeaderRequest) -> Result<LeaderResponse> {
+        unary!(self, Retry::Repeatable, RawElection, leader, req)
+    }
+
+    /// Election.Resign (not repeatable).
+    pub async fn resign_request(&self, req: ResignRequest) -> Result<ResignResponse> {
+        unary!(self, Retry::NonRepeatable, RawElection, resign, req)
+    }
+
+    /// Election.Observe: like [`ElectionClient::observe`] (not bounded by a per-call
+    /// timeout). Must be called inside a tokio runtime.
+    pub fn observe_request(&self, req: LeaderRequest) -> ObserveStream {
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(observe_task(self.inner.clone(), req, tx));
+        ObserveStream { rx }
+    }
+}

@@ -201,12 +201,21 @@ pub enum Error {
     /// An argument the client rejects before sending anything.
     #[error("invalid argument: {0}")]
     InvalidArgs(String),
-    /// A feature this build does not provide (e.g. TLS endpoints).
+    /// Bad TLS settings: an unreadable or empty PEM file, a certificate without its key, no CA
+    /// bundle to verify the server with. (A failed handshake is a [`Error::Connect`].)
+    #[error("tls: {0}")]
+    Tls(String),
+    /// A feature this build does not provide (e.g. `unixs://` endpoints).
     #[error("unimplemented: {0}")]
     Unimplemented(String),
     /// A background task or stream this handle relied on has stopped.
     #[error("{0} closed")]
     Closed(&'static str),
+    /// The native CURP client failed (feature `native`, see [`crate::native`]): the cluster
+    /// could not be reached or refused the request, or the response was malformed.
+    #[cfg(feature = "native")]
+    #[error("native client: {0}")]
+    Native(curp::client::ClientError),
 }
 
 impl Error {

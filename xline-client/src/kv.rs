@@ -79,38 +79,12 @@ pub struct GetOptions {
     req: RangeRequest,
 }
 
+range_methods!(GetOptions, "Gets", with_range, with_all_keys);
+
 impl GetOptions {
     /// A plain single-key, linearizable get.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Gets `[key, end)`.
-    #[must_use]
-    pub fn with_range(mut self, end: impl Into<Vec<u8>>) -> Self {
-        self.range = RangeSpec::End(end.into());
-        self
-    }
-
-    /// Gets every key with the key as prefix (an empty key: every key).
-    #[must_use]
-    pub fn with_prefix(mut self) -> Self {
-        self.range = RangeSpec::Prefix;
-        self
-    }
-
-    /// Gets every key `>=` the key.
-    #[must_use]
-    pub fn with_from_key(mut self) -> Self {
-        self.range = RangeSpec::FromKey;
-        self
-    }
-
-    /// Gets every key (the key given is ignored).
-    #[must_use]
-    pub fn with_all_keys(mut self) -> Self {
-        self.range = RangeSpec::All;
-        self
     }
 
     /// Returns at most `limit` keys (0: no limit).
@@ -252,38 +226,12 @@ pub struct DeleteOptions {
     prev_kv: bool,
 }
 
+range_methods!(DeleteOptions, "Deletes", with_range, with_all_keys);
+
 impl DeleteOptions {
     /// Deletes just the key.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Deletes `[key, end)`.
-    #[must_use]
-    pub fn with_range(mut self, end: impl Into<Vec<u8>>) -> Self {
-        self.range = RangeSpec::End(end.into());
-        self
-    }
-
-    /// Deletes every key with the key as prefix.
-    #[must_use]
-    pub fn with_prefix(mut self) -> Self {
-        self.range = RangeSpec::Prefix;
-        self
-    }
-
-    /// Deletes every key `>=` the key.
-    #[must_use]
-    pub fn with_from_key(mut self) -> Self {
-        self.range = RangeSpec::FromKey;
-        self
-    }
-
-    /// Deletes every key.
-    #[must_use]
-    pub fn with_all_keys(mut self) -> Self {
-        self.range = RangeSpec::All;
-        self
     }
 
     /// Returns the deleted key-values.
@@ -674,6 +622,64 @@ impl KvClient {
                 RawKv::new(svc).compact(req).await
             })
             .await
+    }
+}
+
+/// Raw requests: etcd's request messages as they are, with the pool's balancing, failover,
+/// retry rules and auth token (see the crate docs, "Raw requests").
+impl KvClient {
+    /// KV.Range (repeatable). Responses may be of any size.
+    pub async fn range_request(&self, req: RangeRequest) -> Result<RangeResponse> {
+        self.inner
+            .call(Retry::Repeatable, |svc| {
+                let req = req.clone();
+                async move {
+                    RawKv::new(svc)
+                        .max_decoding_message_size(usize::MAX)
+                        .range(req)
+                        .await
+                }
+            })
+            .await
+    }
+
+    /// KV.Put (not repeatable).
+    pub async fn put_request(&self, req: PutRequest) -> Result<PutResponse> {
+        unary!(self, Retry::NonRepeatable, RawKv, put, req)
+    }
+
+    /// KV.DeleteRange (not repeatable).
+    pub async fn delete_range_request(
+        &self,
+        req: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse> {
+        unary!(self, Retry::NonRepeatable, RawKv, delete_range, req)
+    }
+
+    /// KV.Txn: repeatable when no branch writes, like [`KvClient::txn`]. Responses may be of
+    /// any size.
+    pub async fn txn_request(&self, req: TxnRequest) -> Result<TxnResponse> {
+        let retry = if txn_is_read_only(&req) {
+            Retry::Repeatable
+        } else {
+            Retry::NonRepeatable
+        };
+        self.inner
+            .call(retry, |svc| {
+                let req = req.clone();
+                async move {
+                    RawKv::new(svc)
+                        .max_decoding_message_size(usize::MAX)
+                        .txn(req)
+                        .await
+                }
+            })
+            .await
+    }
+
+    /// KV.Compact (not repeatable).
+    pub async fn compact_request(&self, req: CompactionRequest) -> Result<CompactionResponse> {
+        unary!(self, Retry::NonRepeatable, RawKv, compact, req)
     }
 }
 

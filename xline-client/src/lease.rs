@@ -162,6 +162,7 @@ async fn keep_alive_loop(
     id: i64,
     ttl_tx: watch::Sender<i64>,
     mut stop: oneshot::Receiver<()>,
+    responses: Option<mpsc::Sender<LeaseKeepAliveResponse>>,
 ) -> Result<()> {
     let mut failures = 0usize;
     loop {
@@ -221,6 +222,12 @@ async fn keep_alive_loop(
                     let _ = ttl_tx.send(resp.ttl.max(0));
                     if resp.ttl <= 0 {
                         return Err(Error::LeaseExpired(id));
+                    }
+                    if let Some(out) = &responses {
+                        // Nobody reads the answers any more: stop, as when dropped.
+                        if out.send(resp).await.is_err() {
+                            return Ok(());
+                        }
                     }
                     let every = Duration::from_millis(
                         u64::try_from(resp.ttl).unwrap_or(1).saturating_mul(1000) / 3,
@@ -386,12 +393,72 @@ impl LeaseClient {
     pub fn keep_alive_task(&self, id: i64) -> KeepAliveHandle {
         let (ttl_tx, ttl) = watch::channel(0);
         let (stop_tx, stop) = oneshot::channel();
-        let task = tokio::spawn(keep_alive_loop(self.inner.clone(), id, ttl_tx, stop));
+        let task = tokio::spawn(keep_alive_loop(self.inner.clone(), id, ttl_tx, stop, None));
         KeepAliveHandle {
             id,
             ttl,
             stop: Some(stop_tx),
             task: Some(task),
         }
+    }
+
+    /// Like [`LeaseClient::keep_alive_task`], and also hands over every answer with a positive
+    /// TTL (one per renewal, every third of the TTL, as etcd's clientv3 `KeepAlive` channel).
+    /// The answers end when the task ends ([`KeepAliveHandle::wait`] tells why); dropping the
+    /// receiver stops the task. Must be called inside a tokio runtime.
+    pub fn keep_alive_responses(
+        &self,
+        id: i64,
+    ) -> (KeepAliveHandle, mpsc::Receiver<LeaseKeepAliveResponse>) {
+        let (ttl_tx, ttl) = watch::channel(0);
+        let (stop_tx, stop) = oneshot::channel();
+        let (resp_tx, resp_rx) = mpsc::channel(16);
+        let task = tokio::spawn(keep_alive_loop(
+            self.inner.clone(),
+            id,
+            ttl_tx,
+            stop,
+            Some(resp_tx),
+        ));
+        let handle = KeepAliveHandle {
+            id,
+            ttl,
+            stop: Some(stop_tx),
+            task: Some(task),
+        };
+        (handle, resp_rx)
+    }
+}
+
+/// Raw requests: etcd's request messages as they are, with the pool's balancing, failover,
+/// retry rules and auth token (see the crate docs, "Raw requests").
+impl LeaseClient {
+    /// Lease.LeaseGrant (not repeatable).
+    pub async fn lease_grant_request(&self, req: LeaseGrantRequest) -> Result<LeaseGrantResponse> {
+        unary!(self, Retry::NonRepeatable, RawLease, lease_grant, req)
+    }
+
+    /// Lease.LeaseRevoke (repeatable: revoking twice is harmless).
+    pub async fn lease_revoke_request(
+        &self,
+        req: LeaseRevokeRequest,
+    ) -> Result<LeaseRevokeResponse> {
+        unary!(self, Retry::Repeatable, RawLease, lease_revoke, req)
+    }
+
+    /// Lease.LeaseTimeToLive (repeatable).
+    pub async fn lease_time_to_live_request(
+        &self,
+        req: LeaseTimeToLiveRequest,
+    ) -> Result<LeaseTimeToLiveResponse> {
+        unary!(self, Retry::Repeatable, RawLease, lease_time_to_live, req)
+    }
+
+    /// Lease.LeaseLeases (repeatable).
+    pub async fn lease_leases_request(
+        &self,
+        req: LeaseLeasesRequest,
+    ) -> Result<LeaseLeasesResponse> {
+        unary!(self, Retry::Repeatable, RawLease, lease_leases, req)
     }
 }

@@ -21,6 +21,16 @@
 //!
 //! Responses are the etcd protocol messages themselves (re-exported from [`proto`]).
 //!
+//! **Raw requests**: besides the typed builders, every RPC can be sent as etcd's own request
+//! message through `<rpc>_request`, named after the RPC in snake case: e.g.
+//! [`KvClient::range_request`] (`RangeRequest` in, `RangeResponse` out),
+//! [`LeaseClient::lease_grant_request`], [`AuthClient::user_add_request`],
+//! [`ClusterClient::member_list_request`], [`MaintenanceClient::status_request`],
+//! [`LockClient::lock_request`], [`ElectionClient::campaign_request`],
+//! [`WatchClient::watch_request`]. They go through the same balancing, failover, retry rules
+//! (by the RPC: reads repeatable, writes not) and auth token as the typed calls; tools that
+//! print etcd's messages themselves (`xlinectl`) use them.
+//!
 //! ```no_run
 //! use xline_client::{Client, ConnectOptions, GetOptions};
 //!
@@ -33,8 +43,11 @@
 //! # }
 //! ```
 //!
-//! TLS (`https://` endpoints) is not built in: connecting to one fails with
-//! [`Error::Unimplemented`].
+//! **TLS**: `https://` endpoints use TLS (verified against the system's roots unless
+//! [`ConnectOptions::with_tls`] gives a CA bundle); with [`TlsOptions`] given, bare `host:port`
+//! endpoints use TLS too (as etcdctl with `--cacert`), while `http://` ones stay plaintext. A
+//! client certificate ([`TlsOptions::with_identity`]) authenticates as its common name on a
+//! server with `--client-cert-auth`.
 
 /// Runs one unary RPC through the connection pool: `unary!(self, Retry::X, RawClient, method, req)`.
 macro_rules! unary {
@@ -51,6 +64,46 @@ macro_rules! unary {
     }};
 }
 
+/// Implements the key-range builders of an options type whose `range` field is a
+/// `kv::RangeSpec`: `range_methods!(Type, "Verb", with_range [, with_all_keys])` adds the method
+/// named by the third argument (`[key, end)`), `with_prefix`, `with_from_key` and, when named,
+/// the every-key method, documented with the verb ("Gets", "Deletes", ...).
+macro_rules! range_methods {
+    ($ty:ty, $verb:literal, $with_end:ident $(, $with_all:ident)?) => {
+        impl $ty {
+            #[doc = concat!($verb, " `[key, end)`.")]
+            #[must_use]
+            pub fn $with_end(mut self, end: impl Into<Vec<u8>>) -> Self {
+                self.range = $crate::kv::RangeSpec::End(end.into());
+                self
+            }
+
+            #[doc = concat!($verb, " every key with the key as prefix (an empty key: every key).")]
+            #[must_use]
+            pub fn with_prefix(mut self) -> Self {
+                self.range = $crate::kv::RangeSpec::Prefix;
+                self
+            }
+
+            #[doc = concat!($verb, " every key `>=` the key.")]
+            #[must_use]
+            pub fn with_from_key(mut self) -> Self {
+                self.range = $crate::kv::RangeSpec::FromKey;
+                self
+            }
+
+            $(
+                #[doc = concat!($verb, " every key (the key given is ignored).")]
+                #[must_use]
+                pub fn $with_all(mut self) -> Self {
+                    self.range = $crate::kv::RangeSpec::All;
+                    self
+                }
+            )?
+        }
+    };
+}
+
 mod auth;
 mod cluster;
 mod conn;
@@ -60,7 +113,10 @@ mod kv;
 mod lease;
 mod lock;
 mod maintenance;
+#[cfg(feature = "native")]
+pub mod native;
 mod session;
+mod tls;
 mod watch;
 
 use std::sync::Arc;
@@ -104,6 +160,7 @@ pub use lease::{
 pub use lock::{LockClient, LockOptions};
 pub use maintenance::{AlarmAction, AlarmType, MaintenanceClient, SnapshotStream};
 pub use session::{Session, SessionLock};
+pub use tls::TlsOptions;
 pub use watch::{WatchClient, WatchOptions, WatchStream, Watcher};
 
 /// How a [`Client`] connects and calls.
@@ -114,6 +171,7 @@ pub struct ConnectOptions {
     pub(crate) timeout: Option<Duration>,
     pub(crate) keep_alive: Option<(Duration, Duration)>,
     pub(crate) max_retries: Option<usize>,
+    pub(crate) tls: Option<TlsOptions>,
 }
 
 impl Default for ConnectOptions {
@@ -124,6 +182,7 @@ impl Default for ConnectOptions {
             timeout: None,
             keep_alive: None,
             max_retries: None,
+            tls: None,
         }
     }
 }
@@ -171,6 +230,15 @@ impl ConnectOptions {
         self.max_retries = Some(n);
         self
     }
+
+    /// Connects with TLS: to `https://` endpoints and bare `host:port` ones (`http://` endpoints
+    /// stay plaintext). The PEM material is checked when the client is built
+    /// ([`Error::Tls`]); a failed handshake is an [`Error::Connect`].
+    #[must_use]
+    pub fn with_tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = Some(tls);
+        self
+    }
 }
 
 /// A client of an etcd v3 / Xline cluster. Cheap to clone; clones share connections.
@@ -180,7 +248,8 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to a cluster through `endpoints` (`host:port` or `http://host:port`).
+    /// Connects to a cluster through `endpoints` (`host:port`, `http://host:port` or
+    /// `https://host:port`; see [`ConnectOptions::with_tls`]).
     ///
     /// Endpoints are dialled when first used; with a user configured, the client authenticates
     /// here (so bad credentials fail now).

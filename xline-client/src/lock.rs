@@ -74,3 +74,17 @@ impl LockClient {
         unary!(self, Retry::NonRepeatable, RawLock, unlock, req)
     }
 }
+
+/// Raw requests: etcd's request messages as they are, with the pool's balancing, failover,
+/// retry rules and auth token (see the crate docs, "Raw requests").
+impl LockClient {
+    /// Lock.Lock (not repeatable; waits while others hold the lock).
+    pub async fn lock_request(&self, req: LockRequest) -> Result<LockResponse> {
+        unary!(self, Retry::NonRepeatable, RawLock, lock, req)
+    }
+
+    /// Lock.Unlock (not repeatable).
+    pub async fn unlock_request(&self, req: UnlockRequest) -> Result<UnlockResponse> {
+        unary!(self, Retry::NonRepeatable, RawLock, unlock, req)
+    }
+}

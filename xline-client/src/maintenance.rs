@@ -159,3 +159,61 @@ impl MaintenanceClient {
         Ok(SnapshotStream { stream })
     }
 }
+
+/// Raw requests: etcd's request messages as they are, with the pool's balancing, failover,
+/// retry rules and auth token (see the crate docs, "Raw requests").
+impl MaintenanceClient {
+    /// Maintenance.Status (repeatable).
+    pub async fn status_request(&self, req: StatusRequest) -> Result<StatusResponse> {
+        unary!(self, Retry::Repeatable, RawMaintenance, status, req)
+    }
+
+    /// Maintenance.Defragment (not repeatable).
+    pub async fn defragment_request(&self, req: DefragmentRequest) -> Result<DefragmentResponse> {
+        unary!(self, Retry::NonRepeatable, RawMaintenance, defragment, req)
+    }
+
+    /// Maintenance.Hash (repeatable).
+    pub async fn hash_request(&self, req: HashRequest) -> Result<HashResponse> {
+        unary!(self, Retry::Repeatable, RawMaintenance, hash, req)
+    }
+
+    /// Maintenance.HashKV (repeatable).
+    pub async fn hash_kv_request(&self, req: HashKvRequest) -> Result<HashKvResponse> {
+        unary!(self, Retry::Repeatable, RawMaintenance, hash_kv, req)
+    }
+
+    /// Maintenance.MoveLeader (not repeatable).
+    pub async fn move_leader_request(&self, req: MoveLeaderRequest) -> Result<MoveLeaderResponse> {
+        unary!(self, Retry::NonRepeatable, RawMaintenance, move_leader, req)
+    }
+
+    /// Maintenance.Downgrade (not repeatable).
+    pub async fn downgrade_request(&self, req: DowngradeRequest) -> Result<DowngradeResponse> {
+        unary!(self, Retry::NonRepeatable, RawMaintenance, downgrade, req)
+    }
+
+    /// Maintenance.Alarm (repeatable when it only reads: `AlarmAction::Get`).
+    pub async fn alarm_request(&self, req: AlarmRequest) -> Result<AlarmResponse> {
+        let retry = if req.action == AlarmAction::Get as i32 {
+            Retry::Repeatable
+        } else {
+            Retry::NonRepeatable
+        };
+        unary!(self, retry, RawMaintenance, alarm, req)
+    }
+
+    /// Maintenance.Snapshot (opening the stream is repeatable); chunks may be of any size.
+    pub async fn snapshot_request(&self, req: SnapshotRequest) -> Result<SnapshotStream> {
+        let stream = self
+            .inner
+            .call(Retry::Repeatable, |svc| async move {
+                RawMaintenance::new(svc)
+                    .max_decoding_message_size(usize::MAX)
+                    .snapshot(req)
+                    .await
+            })
+            .await?;
+        Ok(SnapshotStream { stream })
+    }
+}

@@ -31,6 +31,8 @@ pub struct WatchOptions {
     req: WatchCreateRequest,
 }
 
+range_methods!(WatchOptions, "Watches", with_range, with_all_keys);
+
 impl WatchOptions {
     /// Watches the key from the current revision on.
     pub fn new() -> Self {
@@ -41,34 +43,6 @@ impl WatchOptions {
     #[must_use]
     pub fn with_start_revision(mut self, rev: i64) -> Self {
         self.req.start_revision = rev;
-        self
-    }
-
-    /// Watches `[key, end)`.
-    #[must_use]
-    pub fn with_range(mut self, end: impl Into<Vec<u8>>) -> Self {
-        self.range = RangeSpec::End(end.into());
-        self
-    }
-
-    /// Watches every key with the key as prefix.
-    #[must_use]
-    pub fn with_prefix(mut self) -> Self {
-        self.range = RangeSpec::Prefix;
-        self
-    }
-
-    /// Watches every key `>=` the key.
-    #[must_use]
-    pub fn with_from_key(mut self) -> Self {
-        self.range = RangeSpec::FromKey;
-        self
-    }
-
-    /// Watches every key.
-    #[must_use]
-    pub fn with_all_keys(mut self) -> Self {
-        self.range = RangeSpec::All;
         self
     }
 
@@ -208,6 +182,8 @@ struct WatchTask {
     ctrl_open: bool,
     out: mpsc::Sender<Result<WatchResponse>>,
     cancel_requested: bool,
+    /// [`WatchClient::watch_request`]: cancellations are delivered as the server's responses.
+    raw: bool,
 }
 
 /// How one stream ended.
@@ -359,7 +335,15 @@ impl WatchTask {
         let header_rev = resp.header.as_ref().map_or(0, |h| h.revision);
         if resp.created {
             if resp.canceled {
-                self.fail(cancel_error(&resp)).await;
+                if self.raw {
+                    // The creation was refused: the watch "exists" only to say so.
+                    if let Some(tx) = self.on_created.take() {
+                        let _ = tx.send(Ok((resp.watch_id, header_rev)));
+                    }
+                    let _ = self.out.send(Ok(resp)).await;
+                } else {
+                    self.fail(cancel_error(&resp)).await;
+                }
                 return Some(StreamEnd::Done);
             }
             *server_id = Some(resp.watch_id);
@@ -388,8 +372,12 @@ impl WatchTask {
             return None;
         }
         let user_id = self.created.map_or(resp.watch_id, |(id, _)| id);
+        if self.raw && *server_id != Some(resp.watch_id) {
+            // Not this watch's own (a stream-wide progress notification, id -1): as sent.
+            return self.deliver(resp).await;
+        }
         if resp.canceled {
-            if self.cancel_requested && resp.compact_revision == 0 {
+            if self.raw || (self.cancel_requested && resp.compact_revision == 0) {
                 resp.watch_id = user_id;
                 let _ = self.out.send(Ok(resp)).await;
             } else {
@@ -464,6 +452,20 @@ impl WatchClient {
         opts: Option<WatchOptions>,
     ) -> Result<(Watcher, WatchStream)> {
         let create = opts.unwrap_or_default().into_request(key);
+        self.spawn(create, false).await
+    }
+
+    /// Watch, from etcd's create request as it is (raw request; see the crate docs): the
+    /// watch resumes after member failures like [`WatchClient::watch`], but the server's
+    /// cancel responses (a compacted start revision, a refused creation, a server-side cancel)
+    /// are delivered on the stream as the server sent them, the stream then ending, instead of
+    /// as [`Error::WatchCompacted`] / [`Error::WatchCanceled`]; responses that are not this
+    /// watch's (progress notifications for the whole stream, id -1) keep their watch id.
+    pub async fn watch_request(&self, req: WatchCreateRequest) -> Result<(Watcher, WatchStream)> {
+        self.spawn(req, true).await
+    }
+
+    async fn spawn(&self, create: WatchCreateRequest, raw: bool) -> Result<(Watcher, WatchStream)> {
         let (created_tx, created_rx) = oneshot::channel();
         let (ctrl_tx, ctrl_rx) = mpsc::unbounded_channel();
         let (out_tx, out_rx) = mpsc::channel(128);
@@ -477,6 +479,7 @@ impl WatchClient {
             ctrl_open: true,
             out: out_tx,
             cancel_requested: false,
+            raw,
         };
         tokio::spawn(task.run());
         let (watch_id, created_revision) = created_rx

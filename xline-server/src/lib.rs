@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod authority;
+pub mod bolt;
 pub mod command;
 pub mod config;
 pub mod error;

@@ -10,11 +10,14 @@
 //! the backend's commit latency is measured by [`TimedBackend`]. Gauges (leadership, sizes,
 //! indexes) are read when scraped.
 //!
-//! etcd also answers `/metrics` and `/health` on its client port (HTTP/1 and gRPC share it
-//! through cmux); here the client port speaks gRPC only, so use `--listen-metrics-urls`.
+//! As etcd (whose client port cmux-es HTTP/1 and gRPC), the client port answers HTTP/1.1 too:
+//! `/metrics`, `/health` and `/version` ([`client_port_handler`]); connections whose first
+//! bytes are not the HTTP/2 preface are handed to it (`crate::tls::sniff_http1`), inside TLS
+//! on `https://` URLs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +27,6 @@ use std::time::{Duration, Instant};
 use curp::node::metrics::{DISK_BUCKETS, Histogram, HistogramSnapshot};
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tonic::codegen::{Service, http};
 use xline_proto::etcdserverpb::AlarmType;
@@ -825,7 +827,8 @@ pub async fn serve(ctx: &Arc<ServerContext>) -> Result<MetricsServer, ServerErro
             loop {
                 match listener.accept().await {
                     Ok((stream, _)) => {
-                        tokio::spawn(serve_connection(Arc::clone(&ctx), stream));
+                        let _ = stream.set_nodelay(true);
+                        tokio::spawn(serve_connection(Arc::clone(&ctx), stream, Port::Metrics));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "metrics listener: accept failed");
@@ -899,9 +902,40 @@ fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
+/// Which listener an HTTP/1 connection came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Port {
+    /// `--listen-metrics-urls`: `/metrics` and `/health`, GET or HEAD.
+    Metrics,
+    /// A client URL, as etcd's client port answers: `/metrics` (GET or HEAD), `/health` and
+    /// `/version` (GET only), with etcd's CORS headers on every answer.
+    Client,
+}
+
+/// etcd's CORS headers on every HTTP answer of its client port.
+const CORS_HEADERS: &str = "Access-Control-Allow-Headers: accept, content-type, authorization\r\nAccess-Control-Allow-Methods: POST, GET, OPTIONS, PUT, DELETE\r\nAccess-Control-Allow-Origin: *\r\n";
+
+/// etcd's `/version` body.
+fn version_body() -> String {
+    format!(
+        "{{\"etcdserver\":\"{}\",\"etcdcluster\":\"{}.0\"}}",
+        ETCD_VERSION, CLUSTER_VERSION
+    )
+}
+
+/// The handler of HTTP/1 connections on the client port (`crate::tls::sniff_http1`).
+pub fn client_port_handler(ctx: Arc<ServerContext>) -> crate::tls::Http1Handler {
+    Arc::new(move |conn| {
+        let ctx = Arc::clone(&ctx);
+        Box::pin(serve_connection(ctx, conn, Port::Client))
+    })
+}
+
 /// Serves HTTP/1.1 requests on one connection until it closes or idles.
-async fn serve_connection(ctx: Arc<ServerContext>, mut stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
+async fn serve_connection<S>(ctx: Arc<ServerContext>, mut stream: S, port: Port)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     loop {
         // Read one request head.
@@ -938,33 +972,14 @@ async fn serve_connection(ctx: Arc<ServerContext>, mut stream: TcpStream) {
             }
         }
         let head_only = req.method == "HEAD";
-        let get = req.method == "GET" || head_only;
-        let (status, content_type, extra, body) = match req.path.as_str() {
-            "/metrics" if get => (
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                "",
-                render(&ctx).await,
-            ),
-            "/health" if get => {
-                let (status, body) = health(&ctx, &req.query).await;
-                (status, "text/plain; charset=utf-8", "", body)
-            }
-            "/health" | "/metrics" => (
-                405,
-                "text/plain; charset=utf-8",
-                "Allow: GET\r\n",
-                "Method Not Allowed\n".to_owned(),
-            ),
-            _ => (
-                404,
-                "text/plain; charset=utf-8",
-                "",
-                "404 page not found\n".to_owned(),
-            ),
-        };
+        let (status, content_type, extra, body) =
+            answer(&ctx, port, &req.method, &req.path, &req.query).await;
         let body: &[u8] = if head_only { b"" } else { body.as_bytes() };
-        if respond(&mut stream, status, content_type, extra, body, req.close)
+        let extra = match port {
+            Port::Metrics => extra.to_owned(),
+            Port::Client => format!("{CORS_HEADERS}{extra}"),
+        };
+        if respond(&mut stream, status, content_type, &extra, body, req.close)
             .await
             .is_err()
             || req.close
@@ -974,9 +989,177 @@ async fn serve_connection(ctx: Arc<ServerContext>, mut stream: TcpStream) {
     }
 }
 
+/// The answer to an HTTP request on `port`: status, content type, extra header lines (each
+/// ending in CRLF) and body.
+async fn answer(
+    ctx: &Arc<ServerContext>,
+    port: Port,
+    method: &str,
+    path: &str,
+    query: &str,
+) -> (u16, &'static str, &'static str, String) {
+    let head_only = method == "HEAD";
+    let get = method == "GET" || head_only;
+    // etcd's client port answers HEAD on /metrics only.
+    let get_only = method == "GET" || (head_only && port == Port::Metrics);
+    match path {
+        "/version" if port == Port::Client && method == "GET" => {
+            (200, "application/json", "", version_body())
+        }
+        "/version" if port == Port::Client => (
+            405,
+            "text/plain; charset=utf-8",
+            "Allow: GET\r\nX-Content-Type-Options: nosniff\r\n",
+            "Method Not Allowed\n".to_owned(),
+        ),
+        "/metrics" if get => (
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            "",
+            render(ctx).await,
+        ),
+        "/health" if get_only => {
+            let (status, body) = health(ctx, query).await;
+            (status, "text/plain; charset=utf-8", "", body)
+        }
+        "/health" | "/metrics" => (
+            405,
+            "text/plain; charset=utf-8",
+            "Allow: GET\r\n",
+            "Method Not Allowed\n".to_owned(),
+        ),
+        _ => (
+            404,
+            "text/plain; charset=utf-8",
+            "",
+            "404 page not found\n".to_owned(),
+        ),
+    }
+}
+
+/// Answers the requests on the client port that are not gRPC but come over HTTP/2 (an
+/// `https://` client such as curl negotiates HTTP/2 through ALPN): `/metrics`, `/health` and
+/// `/version` as [`client_port_handler`] answers them over HTTP/1, as etcd's HTTP handler
+/// does next to gRPC on a TLS port (it routes on the content type too).
+#[derive(Debug, Clone)]
+pub struct ClientHttpLayer {
+    ctx: Arc<ServerContext>,
+}
+
+impl ClientHttpLayer {
+    /// The layer for the member of `ctx`.
+    pub fn new(ctx: Arc<ServerContext>) -> Self {
+        Self { ctx }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for ClientHttpLayer {
+    type Service = ClientHttp<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ClientHttp {
+            inner,
+            ctx: Arc::clone(&self.ctx),
+        }
+    }
+}
+
+/// The service [`ClientHttpLayer`] makes.
+#[derive(Debug, Clone)]
+pub struct ClientHttp<S> {
+    inner: S,
+    ctx: Arc<ServerContext>,
+}
+
+/// A body of one chunk.
+struct OneChunk(Option<bytes::Bytes>);
+
+impl http_body::Body for OneChunk {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Poll::Ready(
+            self.get_mut()
+                .0
+                .take()
+                .map(|b| Ok(http_body::Frame::data(b))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.0.as_ref().map_or(0, |b| b.len() as u64))
+    }
+}
+
+impl<S, B> Service<http::Request<B>> for ClientHttp<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let grpc = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"));
+        if grpc {
+            return Box::pin(self.inner.call(req));
+        }
+        let ctx = Arc::clone(&self.ctx);
+        let method = req.method().as_str().to_owned();
+        let path = req.uri().path().to_owned();
+        let query = req.uri().query().unwrap_or_default().to_owned();
+        Box::pin(async move {
+            let (status, content_type, extra, body) =
+                answer(&ctx, Port::Client, &method, &path, &query).await;
+            let body = if method == "HEAD" {
+                String::new()
+            } else {
+                body
+            };
+            let mut resp = http::Response::new(tonic::body::Body::new(OneChunk(Some(
+                bytes::Bytes::from(body),
+            ))));
+            *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
+            let headers = resp.headers_mut();
+            for line in CORS_HEADERS.split("\r\n").chain(extra.split("\r\n")) {
+                if let Some((name, value)) = line.split_once(": ")
+                    && let (Ok(name), Ok(value)) = (
+                        http::HeaderName::from_bytes(name.as_bytes()),
+                        http::HeaderValue::from_str(value),
+                    )
+                {
+                    headers.append(name, value);
+                }
+            }
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(content_type),
+            );
+            Ok(resp)
+        })
+    }
+}
+
 /// Writes one response.
-async fn respond(
-    stream: &mut TcpStream,
+async fn respond<S: tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
     status: u16,
     content_type: &str,
     extra_headers: &str,
@@ -985,7 +1168,7 @@ async fn respond(
 ) -> std::io::Result<()> {
     let connection = if close { "Connection: close\r\n" } else { "" };
     let head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra_headers}{connection}\r\n",
+        "HTTP/1.1 {status} {}\r\n{extra_headers}Content-Type: {content_type}\r\nContent-Length: {}\r\n{connection}\r\n",
         reason_phrase(status),
         body.len()
     );

@@ -3,7 +3,7 @@
 //! ([`speculate`]).
 //!
 //! An output travels as [`NativeOutput`]: a `oneof` of the etcd response messages themselves
-//! (the envelope mirrors [`crate::command::Command`]), or the etcd error's message, which
+//! (the envelope mirrors [`crate::command::Command`]; both live in the `xline-native` crate), or the etcd error's message, which
 //! decodes back to the same [`EtcdError`].
 //!
 //! Speculation (CURP.md D3): only the fast path of the native client ever asks for it; the
@@ -19,8 +19,7 @@ use curp::DecodeError;
 use curp::cmd::OutputCodec;
 use prost::Message;
 use xline_proto::etcdserverpb::{
-    AlarmResponse, AlarmType, CompactionResponse, DeleteRangeResponse, LeaseGrantResponse,
-    LeaseRevokeResponse, PutResponse, RangeRequest, ResponseHeader, TxnResponse,
+    AlarmType, DeleteRangeResponse, PutResponse, RangeRequest, ResponseHeader,
 };
 
 use crate::auth::AuthApplied;
@@ -28,54 +27,7 @@ use crate::command::{Command, Request};
 use crate::error::EtcdError;
 use crate::mvcc::store::{ApplyOutput, CommandResponse, KvStore};
 
-/// The wire form of an [`ApplyOutput`].
-#[derive(Clone, PartialEq, Message)]
-pub struct NativeOutput {
-    /// The response or the error.
-    #[prost(oneof = "NativeResult", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12")]
-    pub result: Option<NativeResult>,
-}
-
-/// One case per [`CommandResponse`] variant, plus the error.
-#[derive(Clone, PartialEq, prost::Oneof)]
-pub enum NativeResult {
-    /// `KV.Put`.
-    #[prost(message, tag = "1")]
-    Put(PutResponse),
-    /// `KV.DeleteRange`.
-    #[prost(message, tag = "2")]
-    DeleteRange(DeleteRangeResponse),
-    /// `KV.Txn`.
-    #[prost(message, tag = "3")]
-    Txn(TxnResponse),
-    /// `KV.Compact`.
-    #[prost(message, tag = "4")]
-    Compaction(CompactionResponse),
-    /// `Lease.LeaseGrant`.
-    #[prost(message, tag = "5")]
-    LeaseGrant(LeaseGrantResponse),
-    /// `Lease.LeaseRevoke`.
-    #[prost(message, tag = "6")]
-    LeaseRevoke(LeaseRevokeResponse),
-    /// A member's attributes were published (always `true`).
-    #[prost(bool, tag = "7")]
-    MemberPublished(bool),
-    /// `Maintenance.Alarm`.
-    #[prost(message, tag = "8")]
-    Alarm(AlarmResponse),
-    /// The downgrade state was set (always `true`).
-    #[prost(bool, tag = "9")]
-    DowngradeSet(bool),
-    /// An auth mutation was made (always `true`).
-    #[prost(bool, tag = "10")]
-    AuthDone(bool),
-    /// `Auth.Authenticate`: the token issued.
-    #[prost(string, tag = "11")]
-    AuthToken(String),
-    /// The etcd error the command failed with: its message (`etcdserver: ...`).
-    #[prost(string, tag = "12")]
-    Error(String),
-}
+pub use xline_native::{NativeOutput, NativeResult};
 
 /// The [`OutputCodec`] of the CURP client service and of native clients of this server.
 #[derive(Debug, Clone, Copy, Default)]
@@ -141,6 +93,68 @@ pub fn is_speculative(response: &CommandResponse) -> bool {
     header.is_none_or(|h| h.revision == 0)
 }
 
+/// The admission policy of the CURP client service: which commands a native client may
+/// propose on the peer listener (the etcd front end proposes through the node directly and is
+/// not subject to it). A refusal is answered with the etcd error, as if the command had been
+/// applied and failed.
+///
+/// - Only KV and lease requests (`Put`, `DeleteRange`, `Txn`, `Compaction`, `LeaseGrant`,
+///   `LeaseRevoke`): member, alarm, downgrade and auth commands are the members' own
+///   (`etcdserver: permission denied`).
+/// - No identity: a client cannot assert one (a command carrying an auth header is refused
+///   with `etcdserver: permission denied`), and the native path carries no credentials: an
+///   admitted command is stamped with the anonymous header (empty user name), which the apply
+///   refuses with `etcdserver: user name is empty` whenever auth is enabled by then (a command
+///   without any header is applied as the member's own, so it must never reach the log from a
+///   client); while auth is enabled, commands are refused here already.
+/// - The etcd front end's request checks: the same validation (`mvcc::check`), the size
+///   limit (`--max-request-bytes`) and the txn op limit (`--max-txn-ops`).
+///
+/// The peer listener is the trust boundary for everything else on it (raft messages): with
+/// `--peer-client-cert-auth`, only holders of a peer certificate reach this service at all.
+pub fn admit(
+    store: &KvStore,
+    max_request_bytes: usize,
+    max_txn_ops: usize,
+    mut cmd: Command,
+) -> Result<Command, ApplyOutput> {
+    use crate::mvcc::check;
+    if cmd.auth.is_some() {
+        return Err(Err(EtcdError::PermissionDenied));
+    }
+    if store.auth().is_enabled() {
+        return Err(Err(EtcdError::UserEmpty));
+    }
+    let size = match cmd.request.as_ref() {
+        Some(Request::Put(put)) => {
+            check::check_put(put).map_err(Err)?;
+            put.encoded_len()
+        }
+        Some(Request::DeleteRange(del)) => {
+            check::check_delete(del).map_err(Err)?;
+            del.encoded_len()
+        }
+        Some(Request::Txn(txn)) => {
+            check::check_txn(txn, max_txn_ops).map_err(Err)?;
+            txn.encoded_len()
+        }
+        Some(Request::Compaction(req)) => req.encoded_len(),
+        Some(Request::LeaseGrant(req)) => req.encoded_len(),
+        Some(Request::LeaseRevoke(req)) => req.encoded_len(),
+        _ => return Err(Err(EtcdError::PermissionDenied)),
+    };
+    if size > max_request_bytes {
+        return Err(Err(EtcdError::RequestTooLarge));
+    }
+    cmd.auth = Some(crate::auth::AuthHeader::default());
+    Ok(cmd)
+}
+
+/// Whether `cmd` carries a user's identity (the anonymous header of native clients does not).
+fn has_user(cmd: &Command) -> bool {
+    cmd.auth.as_ref().is_some_and(|a| !a.username.is_empty())
+}
+
 /// A header without a revision: the mark of a speculated response.
 fn speculative_header() -> Option<ResponseHeader> {
     Some(ResponseHeader::default())
@@ -149,7 +163,7 @@ fn speculative_header() -> Option<ResponseHeader> {
 /// The executor's speculative result of `cmd` on `store`'s applied state (see the module
 /// docs), or `None` when it may depend on the order.
 pub fn speculate(store: &KvStore, cmd: &Command) -> Option<ApplyOutput> {
-    if cmd.auth.is_some() || store.auth().is_enabled() {
+    if has_user(cmd) || store.auth().is_enabled() {
         return None;
     }
     if !store.alarms(AlarmType::None).is_empty() {
@@ -200,7 +214,7 @@ mod tests {
 
     use super::*;
     use crate::storage::MemoryBackend;
-    use xline_proto::etcdserverpb::{DeleteRangeRequest, PutRequest};
+    use xline_proto::etcdserverpb::{DeleteRangeRequest, PutRequest, TxnResponse};
     use xline_proto::mvccpb::KeyValue;
 
     #[test]

@@ -1,23 +1,22 @@
 //! Snapshot files and `xline snapshot restore`.
 //!
 //! # Format
-//! `Maintenance.Snapshot` streams [`SNAPSHOT_MAGIC`], the length of the store image (8 bytes,
-//! big-endian), the image of `KvStore::snapshot` (every table of the backend, a protobuf
-//! message) and zeros up to a multiple of 512 bytes, then, as etcd, the SHA-256 of those bytes as
-//! the last message. `etcdctl snapshot save` writes all of it to the file and accepts it only if
-//! its size is 32 more than a multiple of 512 (bbolt files are made of pages), hence the padding.
-//! So a snapshot file is `body ++ sha256(body)`. The image is not a
-//! bbolt file: `etcdctl snapshot status` and `etcdctl snapshot restore` cannot read it, and etcd
-//! cannot be restored from it; `xline snapshot restore` can, whatever backend wrote it.
+//! A snapshot file is etcd's: a bbolt database in etcd 3.4's bucket layout (see
+//! [`crate::bolt`] and [`crate::bolt::etcd`]) followed by the SHA-256 of it, which is what
+//! `Maintenance.Snapshot` streams and `etcdctl snapshot save` writes. So `etcdctl snapshot
+//! status` and `etcdctl snapshot restore` read xline's snapshots, and `xline snapshot restore`
+//! reads etcd's (migration from etcd) as well as xline's. (xline's earlier snapshot format, its
+//! own store image, is not read any more.)
 //!
 //! # Restore
 //! `xline snapshot restore FILE --data-dir DIR --name NAME --initial-cluster ...
 //! --initial-cluster-token ... --initial-advertise-peer-urls ...` takes etcdctl's restore
-//! flags. It checks the file's SHA-256 (unless `--skip-hash-check`), then creates `DIR` (which
-//! must not exist) with a backend holding the snapshot's keys, revisions, compaction point,
-//! leases and alarms, and an empty consensus log. Starting `xline` on `DIR` with the same
-//! `--name`, `--initial-cluster` and `--initial-cluster-token` then forms a new cluster (its
-//! members restored from the same file) that serves the snapshot's data at its revisions.
+//! flags. It checks the file's SHA-256 (unless `--skip-hash-check`; a file without one, e.g. a
+//! copied `member/snap/db`, needs that flag, as with etcdctl), then creates `DIR` (which must not
+//! exist) with a backend holding the snapshot's keys, revisions, compaction point, leases,
+//! users, roles, auth state and alarms, and an empty consensus log. Starting `xline` on `DIR`
+//! with the same `--name`, `--initial-cluster` and `--initial-cluster-token` then forms a new
+//! cluster that serves the snapshot's data at its revisions (its members are the new ones).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,40 +27,31 @@ use sha2::{Digest, Sha256};
 use crate::config::ServerConfig;
 use crate::error::ServerError;
 use crate::mvcc::store::KvStore;
+use crate::storage::backend::WriteBatch;
 use crate::storage::{BackendKind, open_backend};
-
-/// The first bytes of every snapshot.
-pub const SNAPSHOT_MAGIC: &[u8] = b"xline-snapshot-v1\n";
 
 /// The length of the trailing checksum.
 const SHA256_LEN: usize = 32;
 
-/// etcdctl accepts a snapshot whose size is the checksum's plus a multiple of this.
+/// bbolt files are whole pages, so a file with a checksum is 32 bytes more than a multiple of
+/// this (etcdctl's test for one).
 const SNAPSHOT_ALIGN: usize = 512;
 
-/// What `Maintenance.Snapshot` streams before the checksum: the magic, the image's length, the
-/// store image, then zeros up to a multiple of 512 bytes.
-pub fn snapshot_body(image: &[u8]) -> Vec<u8> {
-    let len = SNAPSHOT_MAGIC.len() + 8 + image.len();
-    let padded = len.div_ceil(SNAPSHOT_ALIGN) * SNAPSHOT_ALIGN;
-    let mut body = Vec::with_capacity(padded);
-    body.extend_from_slice(SNAPSHOT_MAGIC);
-    body.extend_from_slice(&(image.len() as u64).to_be_bytes());
-    body.extend_from_slice(image);
-    body.resize(padded, 0);
-    body
-}
-
-/// The store image inside a snapshot file's bytes, after checking the trailing SHA-256 (unless
-/// `skip_hash_check`, as etcdctl's flag).
-pub fn image_of_snapshot_file(file: &[u8], skip_hash_check: bool) -> Result<&[u8], ServerError> {
-    let too_short = || {
-        ServerError::Corrupt("snapshot file too short to hold a snapshot and its checksum".into())
-    };
-    let body_len = file.len().checked_sub(SHA256_LEN).ok_or_else(too_short)?;
-    let (body, sha) = file.split_at(body_len);
+/// The database inside a snapshot file's bytes: without the trailing SHA-256 if the file has
+/// one, which is checked unless `skip_hash_check` (etcdctl's rules).
+pub fn db_of_snapshot_file(file: &[u8], skip_hash_check: bool) -> Result<&[u8], ServerError> {
+    let has_hash = file.len() % SNAPSHOT_ALIGN == SHA256_LEN;
+    if !has_hash {
+        if !skip_hash_check {
+            return Err(ServerError::Corrupt(
+                "snapshot missing hash but --skip-hash-check=false".into(),
+            ));
+        }
+        return Ok(file);
+    }
+    let (db, sha) = file.split_at(file.len() - SHA256_LEN);
     if !skip_hash_check {
-        let computed = Sha256::digest(body);
+        let computed = Sha256::digest(db);
         if computed.as_slice() != sha {
             return Err(ServerError::Corrupt(format!(
                 "expected sha256 {}, got {}",
@@ -70,17 +60,7 @@ pub fn image_of_snapshot_file(file: &[u8], skip_hash_check: bool) -> Result<&[u8
             )));
         }
     }
-    let rest = body.strip_prefix(SNAPSHOT_MAGIC).ok_or_else(|| {
-        ServerError::Corrupt(
-            "not an xline snapshot (an etcd snapshot cannot be restored into xline)".into(),
-        )
-    })?;
-    let (len, rest) = rest.split_at_checked(8).ok_or_else(too_short)?;
-    let len = u64::from_be_bytes(len.try_into().map_err(|_| too_short())?);
-    usize::try_from(len)
-        .ok()
-        .and_then(|len| rest.get(..len))
-        .ok_or_else(too_short)
+    Ok(db)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -181,7 +161,8 @@ pub fn restore(args: &RestoreArgs) -> Result<(PathBuf, i64), ServerError> {
         )));
     }
     let file = std::fs::read(&args.file)?;
-    let image = image_of_snapshot_file(&file, args.skip_hash_check)?;
+    let db = db_of_snapshot_file(&file, args.skip_hash_check)?;
+    let tables = crate::bolt::etcd::tables_for_new_cluster(&crate::bolt::read_db(db)?)?;
     // Built beside the target and renamed into place, so a failed restore leaves nothing.
     let parent = match data_dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -199,8 +180,15 @@ pub fn restore(args: &RestoreArgs) -> Result<(PathBuf, i64), ServerError> {
     }
     let result = (|| {
         let backend = open_backend(config.backend, &staging.join("member").join("kv"))?;
+        let mut wb = WriteBatch::new();
+        for (table, pairs) in tables {
+            for (key, value) in pairs {
+                wb.put(table, key, value);
+            }
+        }
+        backend.write(wb, true)?;
+        // Opening rebuilds the index, leases and auth from what was written, checking it.
         let store = KvStore::open(Arc::clone(&backend))?;
-        store.restore_for_new_cluster(image)?;
         let revision = store.current_revision();
         backend.sync()?;
         drop(store);
@@ -264,29 +252,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn snapshot_files_round_trip_and_are_checked() {
-        let image = b"image bytes".to_vec();
-        let body = snapshot_body(&image);
-        assert_eq!(body.len() % 512, 0, "etcdctl wants whole 512-byte blocks");
-        let mut file = body.clone();
-        file.extend_from_slice(&Sha256::digest(&body));
-        assert_eq!(image_of_snapshot_file(&file, false).unwrap(), image);
-        let empty = snapshot_body(&[]);
-        let mut file_of_empty = empty.clone();
-        file_of_empty.extend_from_slice(&Sha256::digest(&empty));
-        assert_eq!(image_of_snapshot_file(&file_of_empty, false).unwrap(), b"");
+    fn snapshot_files_are_checked_as_etcdctl_does() {
+        let db = vec![7u8; 4096];
+        let mut file = db.clone();
+        file.extend_from_slice(&Sha256::digest(&db));
+        assert_eq!(db_of_snapshot_file(&file, false).unwrap(), db.as_slice());
+        assert_eq!(db_of_snapshot_file(&file, true).unwrap(), db.as_slice());
 
         let mut damaged = file.clone();
-        damaged[SNAPSHOT_MAGIC.len() + 8] ^= 1;
-        let err = image_of_snapshot_file(&damaged, false).unwrap_err();
+        damaged[100] ^= 1;
+        let err = db_of_snapshot_file(&damaged, false).unwrap_err();
         assert!(err.to_string().contains("expected sha256"), "{err}");
-        assert!(image_of_snapshot_file(&damaged, true).is_ok());
+        assert!(db_of_snapshot_file(&damaged, true).is_ok());
 
-        assert!(image_of_snapshot_file(b"short", false).is_err());
-        let mut foreign = b"bbolt pages".to_vec();
-        foreign.extend_from_slice(&Sha256::digest(b"bbolt pages"));
-        let err = image_of_snapshot_file(&foreign, false).unwrap_err();
-        assert!(err.to_string().contains("not an xline snapshot"), "{err}");
+        // A bare database (no checksum) needs --skip-hash-check.
+        let err = db_of_snapshot_file(&db, false).unwrap_err();
+        assert!(err.to_string().contains("snapshot missing hash"), "{err}");
+        assert_eq!(db_of_snapshot_file(&db, true).unwrap(), db.as_slice());
     }
 
     #[test]

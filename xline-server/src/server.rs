@@ -23,7 +23,7 @@ use xline_proto::v3lockpb::lock_server::LockServer;
 use crate::authority::AuthorityFix;
 use crate::command::Command;
 use crate::config::{self, GRPC_OVERHEAD_BYTES, ServerConfig};
-use crate::error::ServerError;
+use crate::error::{EtcdError, ServerError};
 use crate::executor::Executor;
 use crate::mvcc::store::{ApplyOutput, KvStore};
 use crate::service::LeaseService;
@@ -95,6 +95,69 @@ impl ServerContext {
     pub fn leader(&self) -> Option<u64> {
         self.node.role().borrow().leader
     }
+
+    /// etcd's quota check for a request that adds `cost` bytes (a Put, a Txn with puts, a
+    /// LeaseGrant): once the backend would exceed `--quota-backend-bytes`, this member's
+    /// NOSPACE alarm is raised through consensus (every member then refuses such requests
+    /// until it is disarmed) and the request is refused with `etcdserver: mvcc: database space
+    /// exceeded`, whether or not raising the alarm worked.
+    pub async fn check_quota(&self, cost: u64) -> Result<(), ServerError> {
+        use xline_proto::etcdserverpb::{AlarmRequest, AlarmType, alarm_request};
+        let size = self.store.backend().size()?;
+        if size.saturating_add(cost) <= self.config.quota_bytes() {
+            return Ok(());
+        }
+        let alarm = AlarmRequest {
+            action: alarm_request::AlarmAction::Activate as i32,
+            member_id: self.member.id,
+            alarm: AlarmType::Nospace as i32,
+        };
+        let cmd = Command::new(crate::command::Request::Alarm(alarm));
+        match self.node.propose(cmd).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not raise the NOSPACE alarm"),
+            Err(e) => tracing::warn!(error = %e, "could not raise the NOSPACE alarm"),
+        }
+        Err(EtcdError::NoSpace.into())
+    }
+
+    /// A connection to the peer listener of member `leader`, for a request this member
+    /// forwards to it on a client's behalf (with the caller's identity on it:
+    /// [`tls::forward_identity`]). Requests time out after `timeout`.
+    pub async fn peer_channel(
+        &self,
+        leader: u64,
+        timeout: Duration,
+    ) -> Result<tonic::transport::Channel, EtcdError> {
+        let urls = self
+            .node
+            .status()
+            .membership
+            .peers
+            .get(&leader)
+            .cloned()
+            .unwrap_or_default();
+        let mut failed = false;
+        for url in &urls {
+            let Ok(endpoint) = self.tls.peer.endpoint(url) else {
+                continue;
+            };
+            match endpoint
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(timeout)
+                .connect()
+                .await
+            {
+                Ok(channel) => return Ok(channel),
+                Err(_) => failed = true,
+            }
+        }
+        Err(if failed {
+            EtcdError::LeaderChanged
+        } else {
+            EtcdError::NoLeader
+        })
+    }
 }
 
 /// How a member that joins a running cluster (`--initial-cluster-state existing`) is known
@@ -138,6 +201,7 @@ fn write_identity(member_dir: &Path, member: u64, cluster: u64) -> Result<(), Se
     file.write_all(format!("{member:x} {cluster:x}\n").as_bytes())?;
     file.sync_all()?;
     std::fs::rename(&tmp, &path)?;
+    crate::storage::sync_dir(member_dir)?;
     Ok(())
 }
 
@@ -158,6 +222,11 @@ fn open_with(
     let member_dir = data_dir.join("member");
     let had_data = has_member_data(&data_dir);
     std::fs::create_dir_all(&member_dir)?;
+    // The new directories' names (data dir, member/) are durable before anything in them.
+    crate::storage::sync_dir(&data_dir)?;
+    if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        crate::storage::sync_dir(parent)?;
+    }
     let stored_identity = read_identity(&member_dir)?;
     let identity = joined
         .as_ref()
@@ -376,7 +445,8 @@ pub async fn run(
         None
     };
     let ctx = open_with(config, joined)?;
-    serve_peers(&ctx).await?;
+    let lease_service = LeaseService::new(Arc::clone(&ctx));
+    serve_peers(&ctx, lease_service.clone()).await?;
     // Like etcd's, the metrics listener serves from the start (`/health` says whether there is
     // a leader); it stops when this returns.
     let _metrics_server = crate::metrics::serve(&ctx).await?;
@@ -404,8 +474,12 @@ pub async fn run(
     let addrs = config::listen_addrs(&ctx.config.listen_client_urls)?;
     let listeners = tls::bind_all(&addrs).await?;
     // etcdctl's :authority fix applies to the HTTP/2 bytes, so inside TLS.
-    let incoming = tls::incoming(listeners, ctx.tls.client.server.clone())
-        .map(|conn| conn.map(AuthorityFix::new));
+    // HTTP/1 requests (`/metrics`, `/health`, `/version`) share the port with gRPC, as etcd's.
+    let incoming = tls::sniff_http1(
+        tls::incoming(listeners, ctx.tls.client.server.clone()),
+        crate::metrics::client_port_handler(Arc::clone(&ctx)),
+    )
+    .map(|conn| conn.map(AuthorityFix::new));
 
     let max_decode = ctx
         .config
@@ -418,7 +492,6 @@ pub async fn run(
         shutdown.await;
         watch_hub.shutdown();
     };
-    let lease_service = LeaseService::new(Arc::clone(&ctx));
     // Lock and Election run over an in-process client of this member, as etcd's do.
     let local_client =
         LocalClient::new(Arc::clone(&ctx), watch_service.hub(), lease_service.clone());
@@ -442,9 +515,8 @@ pub async fn run(
             &ctx.metrics,
         )))
         .layer(crate::status::OversizeStatusLayer)
-        .layer(CertUserLayer {
-            enabled: ctx.config.client_cert_auth,
-        })
+        .layer(CertUserLayer::client(ctx.config.client_cert_auth))
+        .layer(crate::metrics::ClientHttpLayer::new(Arc::clone(&ctx)))
         .add_service(health_service)
         .add_service(
             KvServer::new(KvService::new(Arc::clone(&ctx))).max_decoding_message_size(max_decode),
@@ -628,8 +700,10 @@ async fn listed_by_peers(ctx: &ServerContext, m: &Membership) -> Option<bool> {
     None
 }
 
-/// Serves the consensus peer protocol on `--listen-peer-urls`, feeding the node's inbox.
-async fn serve_peers(ctx: &Arc<ServerContext>) -> Result<(), ServerError> {
+/// Serves the consensus peer protocol on `--listen-peer-urls`, feeding the node's inbox, and
+/// the requests other members forward to this one as the leader (Lease keep-alive and
+/// time-to-live, membership changes) on their clients' behalf ([`CertUserLayer::peer`]).
+async fn serve_peers(ctx: &Arc<ServerContext>, leases: LeaseService) -> Result<(), ServerError> {
     let addrs = config::listen_addrs(&ctx.config.listen_peer_urls)?;
     let listeners = tls::bind_all(&addrs).await?;
     let inbox = ctx.node.inbox();
@@ -639,6 +713,7 @@ async fn serve_peers(ctx: &Arc<ServerContext>) -> Result<(), ServerError> {
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_adaptive_window(Some(true))
+        .layer(CertUserLayer::peer())
         .add_service(peer_server(sink, max))
         // The native CURP client (fast path); FetchCluster reports the members' peer URLs.
         .add_service(curp::transport::client_service::client_server(
@@ -646,11 +721,18 @@ async fn serve_peers(ctx: &Arc<ServerContext>) -> Result<(), ServerError> {
                 Command,
                 ApplyOutput,
                 crate::native::NativeCodec,
-            >::new(ctx.node.clone(), Default::default()),
+            >::new(ctx.node.clone(), Default::default())
+            .with_admission({
+                let store = Arc::clone(&ctx.store);
+                let (bytes, ops) = (ctx.config.max_request_bytes, ctx.config.max_txn_ops);
+                Arc::new(move |cmd: Command| crate::native::admit(&store, bytes, ops, cmd))
+            }),
             max,
         ))
-        // etcd's peers serve the member list too: a joining member fetches it from them.
-        .add_service(ClusterServer::new(ClusterService::new(Arc::clone(ctx))));
+        // etcd's peers serve the member list too: a joining member fetches it from them; and
+        // membership changes forwarded by other members.
+        .add_service(ClusterServer::new(ClusterService::new(Arc::clone(ctx))))
+        .add_service(LeaseServer::new(leases));
     tokio::spawn(async move {
         if let Err(e) = server.serve_with_incoming(incoming).await {
             tracing::error!(error = %e, "peer listener stopped");

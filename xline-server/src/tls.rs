@@ -16,6 +16,7 @@
 //! Listeners hand out [`Conn`]s: plain TCP or a server-side TLS stream whose handshake already
 //! finished (handshakes run on their own tasks, so a slow client delays nobody).
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -428,6 +429,164 @@ async fn accept_loop(
     }
 }
 
+// ----- HTTP/1 next to gRPC on the client port -----
+
+/// What serves an HTTP/1 connection found on a gRPC port ([`sniff_http1`]).
+pub type Http1Handler = Arc<
+    dyn Fn(Prefixed<Conn>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync,
+>;
+
+/// The client preface every HTTP/2 connection starts with.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// How many preface bytes tell HTTP/2 from HTTP/1 (no HTTP/1 method starts with `PRI `).
+const H2_SNIFF_BYTES: usize = 4;
+
+/// A connection whose first bytes were read already (to tell the protocol): reads give them
+/// back first.
+#[derive(Debug)]
+pub struct Prefixed<C> {
+    /// The bytes read ahead.
+    prefix: Vec<u8>,
+    /// How many of them were given back.
+    pos: usize,
+    /// The connection.
+    inner: C,
+}
+
+impl<C: AsyncRead + Unpin> Prefixed<C> {
+    /// Reads from `inner` until its first bytes say whether it speaks HTTP/2 (`true`); `None`
+    /// when it closes or fails first.
+    async fn sniff(mut inner: C) -> Option<(bool, Self)> {
+        use tokio::io::AsyncReadExt;
+        let mut prefix = Vec::with_capacity(H2_SNIFF_BYTES);
+        let h2 = loop {
+            let n = prefix.len();
+            if prefix[..] != H2_PREFACE[..n] {
+                break false;
+            }
+            if n >= H2_SNIFF_BYTES {
+                break true;
+            }
+            let mut byte = [0u8; H2_SNIFF_BYTES];
+            match inner.read(&mut byte[..H2_SNIFF_BYTES - n]).await {
+                Ok(0) | Err(_) => return None,
+                Ok(read) => prefix.extend_from_slice(&byte[..read]),
+            }
+        };
+        Some((
+            h2,
+            Self {
+                prefix,
+                pos: 0,
+                inner,
+            },
+        ))
+    }
+}
+
+impl<C: AsyncRead + Unpin> AsyncRead for Prefixed<C> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.pos < this.prefix.len() {
+            let rest = &this.prefix[this.pos..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.pos += n;
+            if this.pos == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<C: AsyncWrite + Unpin> AsyncWrite for Prefixed<C> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+impl<C: Connected> Connected for Prefixed<C> {
+    type ConnectInfo = C::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+/// The HTTP/2 connections of `conns` (after TLS, if any); any other connection (HTTP/1, as
+/// `curl http://host:2379/version` makes) goes to `http1`, as etcd's cmux does. Each
+/// connection is sniffed on its own task, so a silent one delays nobody; one that says
+/// nothing within the handshake timeout is dropped.
+pub fn sniff_http1(
+    conns: impl Stream<Item = io::Result<Conn>> + Send + 'static,
+    http1: Http1Handler,
+) -> impl Stream<Item = io::Result<Prefixed<Conn>>> + Send + 'static {
+    use futures::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Prefixed<Conn>>>(64);
+    tokio::spawn(async move {
+        let mut conns = std::pin::pin!(conns);
+        loop {
+            let next = tokio::select! {
+                next = conns.next() => next,
+                () = tx.closed() => return,
+            };
+            let conn = match next {
+                None => return,
+                Some(Err(e)) => {
+                    if tx.send(Err(e)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Some(Ok(conn)) => conn,
+            };
+            let tx = tx.clone();
+            let http1 = Arc::clone(&http1);
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, Prefixed::sniff(conn)).await {
+                    Ok(Some((true, conn))) => {
+                        let _ = tx.send(Ok(conn)).await;
+                    }
+                    Ok(Some((false, conn))) => http1(conn).await,
+                    Ok(None) | Err(_) => {}
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
 // ----- the certificate's user -----
 
 /// The user a request's verified client certificate names, as [`CertUserLayer`] recorded it
@@ -439,12 +598,79 @@ pub fn cert_user(md: &MetadataMap) -> Option<String> {
         .filter(|u| !u.is_empty())
 }
 
-/// Records the common name of a connection's verified client certificate in every request's
-/// metadata (for [`cert_user`]), and removes any such entry a client sent itself.
+/// Copies the certificate's user `from` carries (as [`CertUserLayer`] recorded it) into `to`,
+/// for a request made in-process on the caller's behalf (Lock and Election).
+pub fn copy_cert_user(from: &MetadataMap, to: &mut MetadataMap) {
+    if let Some(value) = from.get_bin(CERT_USER_KEY) {
+        to.insert_bin(CERT_USER_KEY, value.clone());
+    }
+}
+
+/// Metadata entry in which a member that forwards a client's request to the leader's peer
+/// listener asserts the user the client's certificate names (binary, like [`CERT_USER_KEY`]).
+const FORWARDED_USER_KEY: &str = "xline-forwarded-user-bin";
+
+/// Puts the caller's identity from `from` (a request this member received) onto `to` (the
+/// request it forwards to the leader's peer listener): the auth token if there is one, which
+/// the leader checks itself, or else the user the caller's certificate names, which the leader
+/// takes on trust (see [`CertUserLayer::peer`] for why that is safe).
+pub fn forward_identity(from: &MetadataMap, to: &mut MetadataMap) {
+    crate::auth::AuthStore::copy_token(from, to);
+    if crate::auth::AuthStore::token_of(from).is_none()
+        && let Some(user) = cert_user(from)
+    {
+        to.insert_bin(
+            FORWARDED_USER_KEY,
+            tonic::metadata::BinaryMetadataValue::from_bytes(user.as_bytes()),
+        );
+    }
+}
+
+/// Where the caller's certificate user comes from on a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UserSource {
+    /// A client listener: the connection's verified certificate, if certificates name users.
+    Certificate {
+        /// Whether certificates name users (`--client-cert-auth`).
+        enabled: bool,
+    },
+    /// The peer listener: only what a forwarding member asserted.
+    Forwarded,
+}
+
+/// Records the user a request is made by in every request's metadata (for [`cert_user`]), and
+/// removes any such entry a client sent itself.
+///
+/// On a client listener ([`CertUserLayer::client`]) that is the common name of the
+/// connection's verified client certificate (with `--client-cert-auth`), and an identity a
+/// client asserts as forwarded is dropped. On the peer listener ([`CertUserLayer::peer`]) it is
+/// the user a forwarding member asserted ([`forward_identity`]), never the connecting member's
+/// own certificate name.
+///
+/// Trust rule: an asserted identity is believed only on the peer listener. Whoever can open a
+/// request there is a member: with peer TLS and `--peer-client-cert-auth` it proved so with a
+/// certificate of the peer CA; without them, the peer port is the trust boundary as it is for
+/// etcd, since anything that reaches it can already send consensus messages (append entries,
+/// votes) that no identity check could guard. A client listener never believes one.
 #[derive(Debug, Clone, Copy)]
 pub struct CertUserLayer {
-    /// Whether certificates name users (`--client-cert-auth`).
-    pub enabled: bool,
+    source: UserSource,
+}
+
+impl CertUserLayer {
+    /// For a client listener; `enabled` is `--client-cert-auth`.
+    pub fn client(enabled: bool) -> Self {
+        Self {
+            source: UserSource::Certificate { enabled },
+        }
+    }
+
+    /// For the peer listener: forwarded identities are believed, certificates name nobody.
+    pub fn peer() -> Self {
+        Self {
+            source: UserSource::Forwarded,
+        }
+    }
 }
 
 impl<S> tower_layer::Layer<S> for CertUserLayer {
@@ -453,7 +679,7 @@ impl<S> tower_layer::Layer<S> for CertUserLayer {
     fn layer(&self, inner: S) -> Self::Service {
         CertUser {
             inner,
-            enabled: self.enabled,
+            source: self.source,
         }
     }
 }
@@ -463,8 +689,8 @@ impl<S> tower_layer::Layer<S> for CertUserLayer {
 pub struct CertUser<S> {
     /// The wrapped service.
     inner: S,
-    /// Whether certificates name users.
-    enabled: bool,
+    /// Where the user comes from.
+    source: UserSource,
 }
 
 impl<S, B> Service<http::Request<B>> for CertUser<S>
@@ -481,15 +707,24 @@ where
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         req.headers_mut().remove(CERT_USER_KEY);
-        let name = self
-            .enabled
-            .then(|| req.extensions().get::<ConnInfo>())
-            .flatten()
-            .and_then(|info| info.peer_certs.as_ref()?.first().and_then(common_name));
-        if let Some(name) = name {
-            let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(name);
-            if let Ok(value) = http::HeaderValue::from_str(&encoded) {
-                req.headers_mut().insert(CERT_USER_KEY, value);
+        let forwarded = req.headers_mut().remove(FORWARDED_USER_KEY);
+        match self.source {
+            UserSource::Certificate { enabled } => {
+                let name = enabled
+                    .then(|| req.extensions().get::<ConnInfo>())
+                    .flatten()
+                    .and_then(|info| info.peer_certs.as_ref()?.first().and_then(common_name));
+                if let Some(name) = name {
+                    let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(name);
+                    if let Ok(value) = http::HeaderValue::from_str(&encoded) {
+                        req.headers_mut().insert(CERT_USER_KEY, value);
+                    }
+                }
+            }
+            UserSource::Forwarded => {
+                if let Some(value) = forwarded {
+                    req.headers_mut().insert(CERT_USER_KEY, value);
+                }
             }
         }
         self.inner.call(req)
@@ -602,12 +837,87 @@ mod tests {
         }
     }
 
-    /// Runs `req` through the layer (enabled or not) and returns the user the service saw.
+    /// Runs `req` through a client listener's layer (enabled or not) and returns the user the
+    /// service saw.
     fn through_layer(enabled: bool, req: http::Request<()>) -> Option<String> {
+        through(CertUserLayer::client(enabled), req)
+    }
+
+    /// Runs `req` through `layer` and returns the user the service saw.
+    fn through(layer: CertUserLayer, req: http::Request<()>) -> Option<String> {
         use futures::FutureExt;
         use tower_layer::Layer;
-        let mut svc = CertUserLayer { enabled }.layer(Echo);
+        let mut svc = layer.layer(Echo);
         svc.call(req).now_or_never().unwrap().unwrap()
+    }
+
+    /// The headers a forwarding member puts on a request for a caller named `user`.
+    fn forwarded_request(
+        user: &str,
+        certs: Option<Vec<CertificateDer<'static>>>,
+    ) -> http::Request<()> {
+        let mut from = MetadataMap::new();
+        from.insert_bin(
+            CERT_USER_KEY,
+            tonic::metadata::MetadataValue::from_bytes(user.as_bytes()),
+        );
+        let mut to = MetadataMap::new();
+        forward_identity(&from, &mut to);
+        let mut req = http::Request::new(());
+        *req.headers_mut() = to.into_headers();
+        req.extensions_mut().insert(ConnInfo {
+            remote_addr: None,
+            peer_certs: certs.map(Arc::new),
+        });
+        req
+    }
+
+    #[test]
+    fn forwarded_identity_is_believed_on_the_peer_listener_only() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "member");
+        let member_cert = params.self_signed(&key).unwrap().der().clone();
+        // Peer listener: the asserted user, not the forwarding member's certificate name.
+        assert_eq!(
+            through(
+                CertUserLayer::peer(),
+                forwarded_request("alice", Some(vec![member_cert.clone()]))
+            )
+            .as_deref(),
+            Some("alice")
+        );
+        // A member's own request there (no assertion) is nobody's.
+        let mut own = http::Request::new(());
+        own.extensions_mut().insert(ConnInfo {
+            remote_addr: None,
+            peer_certs: Some(Arc::new(vec![member_cert.clone()])),
+        });
+        assert_eq!(through(CertUserLayer::peer(), own), None);
+        // Client listener: a client asserting a forwarded user gets its own certificate's user
+        // (or none), never the asserted one.
+        assert_eq!(
+            through_layer(true, forwarded_request("root", Some(vec![member_cert]))).as_deref(),
+            Some("member")
+        );
+        assert_eq!(through_layer(true, forwarded_request("root", None)), None);
+        assert_eq!(through_layer(false, forwarded_request("root", None)), None);
+        // A token travels as a token, without an asserted user.
+        let mut from = MetadataMap::new();
+        from.insert("token", "tok".parse().unwrap());
+        from.insert_bin(
+            CERT_USER_KEY,
+            tonic::metadata::MetadataValue::from_bytes(b"alice"),
+        );
+        let mut to = MetadataMap::new();
+        forward_identity(&from, &mut to);
+        assert_eq!(
+            crate::auth::AuthStore::token_of(&to).as_deref(),
+            Some("tok")
+        );
+        assert!(to.get_bin(FORWARDED_USER_KEY).is_none());
     }
 
     #[test]
@@ -645,6 +955,38 @@ mod tests {
         // Without the layer, the forged entry would have named root.
         let md = MetadataMap::from_headers(request(None, true).headers().clone());
         assert_eq!(cert_user(&md).as_deref(), Some("root"));
+    }
+
+    #[tokio::test]
+    async fn sniffing_tells_http2_from_http1_and_gives_the_bytes_back() {
+        use tokio::io::AsyncReadExt;
+        for (input, h2) in [
+            (&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nrest"[..], true),
+            (&b"GET /version HTTP/1.1\r\n\r\n"[..], false),
+            (&b"PUT /x HTTP/1.1\r\n\r\n"[..], false),
+            (&b"PRIX"[..], false),
+        ] {
+            // One byte at a time, as a slow client sends.
+            let (mut client, server) = tokio::io::duplex(1);
+            let writer = tokio::spawn({
+                let input = input.to_vec();
+                async move {
+                    use tokio::io::AsyncWriteExt;
+                    for b in input {
+                        client.write_all(&[b]).await.unwrap();
+                    }
+                }
+            });
+            let (is_h2, mut conn) = Prefixed::sniff(server).await.unwrap();
+            assert_eq!(is_h2, h2, "{input:?}");
+            let mut all = Vec::new();
+            conn.read_to_end(&mut all).await.unwrap();
+            writer.await.unwrap();
+            assert_eq!(all, input);
+        }
+        let (client, server) = tokio::io::duplex(8);
+        drop(client);
+        assert!(Prefixed::sniff(server).await.is_none());
     }
 
     #[test]

@@ -459,3 +459,36 @@ async fn lease_expiry_after_a_leader_kill_is_bounded() {
         );
     }
 }
+
+/// A keep-alive stream opened on a follower lives on across a leader kill, as etcd's does (a
+/// follower's renewal waits for the next leader): the follower forwards the stream's
+/// keep-alives on one stream to the leader, and on a new one to the next leader.
+#[tokio::test]
+async fn keep_alive_stream_through_a_follower_survives_a_leader_kill() {
+    let mut cluster = Cluster::start(3).await;
+    let li = cluster.leader_index(Duration::from_secs(10)).await;
+    let old = cluster.member_id(li);
+    let fi = (li + 1) % 3;
+    let mut c = cluster.client(fi).await;
+    let lease = c.lease_grant(30, None).await.unwrap().id();
+    let (mut keeper, mut answers) = c.lease_keep_alive(lease).await.unwrap();
+    for _ in 0..50 {
+        keeper.keep_alive().await.unwrap();
+        let answer = answers.message().await.unwrap().unwrap();
+        assert_eq!((answer.id(), answer.ttl()), (lease, 30));
+    }
+    cluster.kill9(li);
+    let _new = cluster
+        .leader_other_than(old, Duration::from_secs(15))
+        .await;
+    // The same stream: answered by the next leader (the follower may be it).
+    for _ in 0..5 {
+        keeper.keep_alive().await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(10), answers.message())
+            .await
+            .expect("keep-alive answered after the leader change")
+            .unwrap()
+            .unwrap();
+        assert_eq!((answer.id(), answer.ttl()), (lease, 30), "{answer:?}");
+    }
+}

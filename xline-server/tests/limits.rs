@@ -302,8 +302,50 @@ async fn quota_backend_bytes() {
         Code::ResourceExhausted,
         "etcdserver: mvcc: database space exceeded",
     );
+    // A lease grant adds a lease record: refused too (etcd's quotaLeaseServer).
+    expect_status(
+        c.lease_grant(60, None).await,
+        Code::ResourceExhausted,
+        "etcdserver: mvcc: database space exceeded",
+    );
     let r = c.get("k", None).await.unwrap();
     assert!(r.kvs().is_empty());
     let d = c.delete("k", None).await.unwrap();
     assert_eq!(d.deleted(), 0);
+}
+
+#[tokio::test]
+async fn lease_grant_over_quota_raises_nospace() {
+    // The first request over the quota is a grant: it raises the alarm, which then refuses
+    // puts as well; revoking and reading still work.
+    let s = TestServer::start(ServerOpts::new().arg("--quota-backend-bytes", "1")).await;
+    let mut c = s.client().await;
+    expect_status(
+        c.lease_grant(60, None).await,
+        Code::ResourceExhausted,
+        "etcdserver: mvcc: database space exceeded",
+    );
+    let alarms = c
+        .maintenance_client()
+        .alarm(
+            etcd_client::AlarmAction::Get,
+            etcd_client::AlarmType::None,
+            None,
+        )
+        .await
+        .unwrap();
+    let kinds: Vec<_> = alarms
+        .alarms()
+        .iter()
+        .map(etcd_client::AlarmMember::alarm)
+        .collect();
+    assert_eq!(kinds, vec![etcd_client::AlarmType::Nospace]);
+    expect_status(
+        c.lease_grant(60, Some(etcd_client::LeaseGrantOptions::new().with_id(7)))
+            .await,
+        Code::ResourceExhausted,
+        "etcdserver: mvcc: database space exceeded",
+    );
+    assert!(c.leases().await.unwrap().leases().is_empty());
+    assert_eq!(c.get("k", None).await.unwrap().count(), 0);
 }

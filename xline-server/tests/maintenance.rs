@@ -1,5 +1,5 @@
 //! Maintenance on one member: Hash, HashKV, Defragment, Snapshot (the stream, `etcdctl snapshot
-//! save` and a restore), alarms raised by RPC and by the quota, and Downgrade. Everything but
+//! save` and a restore, and snapshots restored across xline and etcd), alarms raised by RPC and by the quota, and Downgrade. Everything but
 //! Downgrade (which etcd 3.4 lacks) passes against Debian's etcd too (`XLINE_TEST_SERVER=etcd`);
 //! one test runs both servers and compares their HashKV numbers.
 
@@ -273,6 +273,117 @@ async fn etcdctl_snapshot_save_then_restore_keeps_everything() {
     // The restored member goes on from the snapshot's revision.
     let r = t.put("new", "v", None).await.unwrap();
     assert_eq!(r.header().unwrap().revision(), 10);
+}
+
+/// `etcdctl snapshot status -w json` of a snapshot file.
+fn snapshot_status(file: &Path) -> serde_json::Value {
+    let out = std::process::Command::new("etcdctl")
+        .args(["snapshot", "status", "-w", "json"])
+        .arg(file)
+        .output()
+        .expect("run etcdctl");
+    assert!(
+        out.status.success(),
+        "etcdctl snapshot status {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Snapshots are etcd's files both ways: the same history saved from xline and from etcd gives
+/// the same revision and number of keys in `etcdctl snapshot status`; xline's snapshot restored
+/// with `etcdctl snapshot restore` makes an etcd that serves xline's keys, revisions and leases,
+/// and etcd's restored with `xline snapshot restore` makes an xline that serves etcd's.
+#[tokio::test]
+async fn snapshots_move_between_xline_and_etcd() {
+    if !Path::new("/usr/bin/etcd").exists() {
+        eprintln!("etcd is not installed: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut saved = Vec::new();
+    for kind in [ServerKind::Xline, ServerKind::Etcd] {
+        let s = TestServer::start_kind(kind, ServerOpts::new()).await;
+        let mut c = s.client().await;
+        history(&mut c).await;
+        // Enough for branch pages above the leaves, and a value spanning overflow pages.
+        fill(&mut c, "many/", 300, 1000).await;
+        fill(&mut c, "huge/", 1, 20_000).await;
+        c.user_add("u1", "pw", None).await.unwrap();
+        c.role_add("r1").await.unwrap();
+        let expected = contents(&mut c).await;
+        let file = dir.path().join(format!("{kind:?}.db"));
+        snapshot::save(&s.endpoint(), &file);
+        saved.push((file, expected));
+    }
+    let (xline_file, xline_contents) = &saved[0];
+    let (etcd_file, etcd_contents) = &saved[1];
+    assert_eq!(xline_contents, etcd_contents, "the same history on both");
+    let (xs, es) = (snapshot_status(xline_file), snapshot_status(etcd_file));
+    eprintln!("snapshot status: xline {xs}, etcd {es}");
+    assert_eq!(xs["revision"], 310);
+    assert_eq!(xline_contents.1, 310);
+    assert_eq!(xs["revision"], es["revision"]);
+    assert_eq!(xs["totalKey"], es["totalKey"]);
+
+    for (kind, file) in [
+        (ServerKind::Etcd, xline_file),
+        (ServerKind::Xline, etcd_file),
+    ] {
+        let mut target = TestServer::start_kind(kind, ServerOpts::new()).await;
+        restore_into(&mut target, file).await;
+        let mut t = target.client().await;
+        assert_eq!(&contents(&mut t).await, xline_contents, "{kind:?} restored");
+        assert_eq!(t.user_list().await.unwrap().users(), ["u1"]);
+        assert_eq!(t.role_list().await.unwrap().roles(), ["r1"]);
+        let r = t.put("new", "v", None).await.unwrap();
+        assert_eq!(r.header().unwrap().revision(), 311, "{kind:?} goes on");
+    }
+}
+
+/// A snapshot's `members` bucket lists every member of the cluster as etcd does (hex id -> JSON),
+/// also one that was added but has not started.
+#[tokio::test]
+async fn snapshot_lists_every_member_as_etcd() {
+    let s = TestServer::start_default().await;
+    let mut c = s.client().await;
+    let own = member_id(&mut c).await;
+    let learner = c
+        .member_add(
+            ["http://127.0.0.1:1"],
+            Some(etcd_client::MemberAddOptions::new().with_is_learner()),
+        )
+        .await
+        .unwrap()
+        .member()
+        .unwrap()
+        .id();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("snap.db");
+    snapshot::save(&s.endpoint(), &file);
+    let buckets = xline_server::bolt::read_db(&std::fs::read(&file).unwrap()).unwrap();
+    let members = &buckets.iter().find(|b| b.name == b"members").unwrap().pairs;
+    let got: std::collections::BTreeMap<String, serde_json::Value> = members
+        .iter()
+        .map(|(k, v)| {
+            let key = String::from_utf8(k.clone()).unwrap();
+            (key, serde_json::from_slice(v).unwrap())
+        })
+        .collect();
+    let expected = std::collections::BTreeMap::from([
+        (
+            format!("{own:x}"),
+            serde_json::json!({"id": own, "peerURLs": [s.peer_url()], "name": s.name(),
+                "clientURLs": [s.endpoint()]}),
+        ),
+        (
+            format!("{learner:x}"),
+            serde_json::json!({"id": learner, "peerURLs": ["http://127.0.0.1:1"],
+                "isLearner": true}),
+        ),
+    ]);
+    assert_eq!(got, expected);
 }
 
 #[tokio::test]

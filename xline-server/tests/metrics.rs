@@ -165,3 +165,86 @@ async fn json_logs_are_one_object_per_line() {
     assert!(lines >= 3, "{text}");
     assert!(saw_ready, "{text}");
 }
+
+/// One raw HTTP/1.1 exchange on `addr` (`host:port`): the status line, the headers and the
+/// body, as one string.
+async fn raw_http(addr: &str, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut raw),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+#[tokio::test]
+async fn client_port_serves_version_health_and_metrics_next_to_grpc() {
+    // As etcd's client port: HTTP/1.1 and gRPC on the same port.
+    let server = TestServer::start(ServerOpts::new()).await;
+    let url = server.endpoint();
+    let mut c = server.client().await;
+    c.put("k", "v", None).await.unwrap();
+
+    let (status, body) = get(&format!("{url}/version")).await.expect("GET /version");
+    assert_eq!(status, 200, "{body}");
+    let version: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let server_version = version["etcdserver"].as_str().unwrap();
+    let cluster_version = version["etcdcluster"].as_str().unwrap();
+    assert!(server_version.starts_with("3."), "{body}");
+    // etcdcluster is the major.minor of the server, with patch 0.
+    let minor: Vec<&str> = server_version.split('.').take(2).collect();
+    assert_eq!(cluster_version, format!("{}.0", minor.join(".")), "{body}");
+    assert_eq!(version.as_object().unwrap().len(), 2, "{body}");
+
+    let (status, body) = get(&format!("{url}/health")).await.expect("GET /health");
+    assert_eq!(status, 200, "{body}");
+    // (etcd 3.5, which xline reports, adds an empty "reason"; 3.4 has none.)
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["health"], "true", "{body}");
+    let (status, body) = get(&format!("{url}/metrics")).await.expect("GET /metrics");
+    assert_eq!(status, 200);
+    assert!(body.contains("etcd_server_has_leader 1"), "{body}");
+    let (status, body) = get(&format!("{url}/nope")).await.expect("GET /nope");
+    assert_eq!((status, body.as_str()), (404, "404 page not found\n"));
+
+    // etcd's answers in full (but the date): headers, keep-alive, and the methods refused.
+    let addr = url.strip_prefix("http://").unwrap();
+    let both = raw_http(
+        addr,
+        "GET /version HTTP/1.1\r\nHost: x\r\n\r\nPOST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let both: String = both
+        .split_inclusive('\n')
+        .filter(|l| !l.starts_with("Date:"))
+        .collect();
+    let cors = "Access-Control-Allow-Headers: accept, content-type, authorization\r\nAccess-Control-Allow-Methods: POST, GET, OPTIONS, PUT, DELETE\r\nAccess-Control-Allow-Origin: *\r\n";
+    assert!(
+        both.starts_with(&format!("HTTP/1.1 200 OK\r\n{cors}")),
+        "{both}"
+    );
+    assert!(
+        both.contains("Content-Type: application/json\r\n"),
+        "{both}"
+    );
+    assert!(
+        both.contains(&format!(
+            "{}\"}}HTTP/1.1 405 Method Not Allowed\r\n{cors}",
+            cluster_version
+        )),
+        "{both}"
+    );
+    assert!(both.contains("Allow: GET\r\n"), "{both}");
+    assert!(both.ends_with("\r\n\r\nMethod Not Allowed\n"), "{both}");
+
+    // gRPC still works on the port, on this connection and on new ones.
+    assert_eq!(c.get("k", None).await.unwrap().kvs()[0].value(), b"v");
+    let mut other = server.client().await;
+    assert_eq!(other.get("k", None).await.unwrap().count(), 1);
+}

@@ -124,3 +124,87 @@ async fn native_fast_path_puts_are_visible_through_the_etcd_api_on_every_member(
         assert!(r.header().expect("header").revision() > 1);
     }
 }
+
+/// The CURP client service admits only what a client may propose (`native::admit`): no
+/// asserted identity, no member-internal commands, the etcd front end's request checks, and
+/// nothing at all while auth is enabled (the native path carries no credentials). A refused
+/// command is answered with the etcd error and leaves nothing behind: no log entry, and no
+/// witness record (the same key is fast again right after).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_admission_refuses_asserted_identities_internal_commands_and_auth() {
+    use xline_server::auth::{AuthHeader, AuthenticateProposal};
+    if is_etcd() {
+        println!("skipped: etcd has no CURP client service");
+        return;
+    }
+    let mut cluster = Cluster::start(3).await;
+    cluster.leader(Duration::from_secs(10)).await;
+    let client = native_client(&cluster).await;
+    let mut etcd = cluster.client(0).await;
+
+    // A client claiming to be root.
+    let claimed = Command::with_auth(
+        Request::Put(PutRequest {
+            key: b"adm/claimed".to_vec(),
+            value: b"x".to_vec(),
+            ..Default::default()
+        }),
+        Some(AuthHeader {
+            username: "root".into(),
+            revision: 1,
+        }),
+    );
+    let resp = client.propose(&claimed).await.expect("answered");
+    assert_eq!(resp.output, Err(EtcdError::PermissionDenied));
+    assert!(!resp.is_speculative());
+    // The members' own commands.
+    let token = Command::new(Request::Authenticate(AuthenticateProposal {
+        name: "root".into(),
+        simple_token_prefix: "forged".into(),
+    }));
+    let resp = client.propose(&token).await.expect("answered");
+    assert_eq!(resp.output, Err(EtcdError::PermissionDenied));
+    // The front end's checks.
+    let resp = client.propose(&put("", "x")).await.expect("answered");
+    assert_eq!(resp.output, Err(EtcdError::EmptyKey));
+    let big = "v".repeat(2 << 20);
+    let resp = client
+        .propose(&put("adm/big", &big))
+        .await
+        .expect("answered");
+    assert_eq!(resp.output, Err(EtcdError::RequestTooLarge));
+
+    // Nothing was applied, and the refused key's fast path is free (no orphan record).
+    let got = etcd
+        .get("adm/", Some(GetOptions::new().with_prefix()))
+        .await
+        .expect("range");
+    assert!(got.kvs().is_empty(), "{:?}", got.kvs());
+    let again = client.propose(&put("adm/claimed", "y")).await.expect("put");
+    assert!(again.output.is_ok(), "{:?}", again.output);
+
+    // Auth enabled: every native command is refused, none is applied as the member's own.
+    etcd.user_add("root", "rootpw", None)
+        .await
+        .expect("user add");
+    etcd.role_add("root").await.expect("role add");
+    etcd.user_grant_role("root", "root").await.expect("grant");
+    etcd.auth_enable().await.expect("auth enable");
+    let resp = client
+        .propose(&put("adm/while-auth", "x"))
+        .await
+        .expect("answered");
+    assert_eq!(resp.output, Err(EtcdError::UserEmpty));
+    let mut root = etcd_client::Client::connect(
+        [cluster.endpoint(0)],
+        Some(etcd_client::ConnectOptions::new().with_user("root", "rootpw")),
+    )
+    .await
+    .expect("root login");
+    let got = root
+        .get("adm/", Some(GetOptions::new().with_prefix()))
+        .await
+        .expect("range");
+    let keys: Vec<_> = got.kvs().iter().map(|kv| kv.key().to_vec()).collect();
+    assert_eq!(keys, vec![b"adm/claimed".to_vec()], "only the admitted put");
+}

@@ -611,13 +611,19 @@ where
                 self.call(self.transport.record(addr, req))
             })
             .collect();
-        let propose = self.call(self.transport.propose(
-            &leader_addr,
-            curppb::ClientProposeRequest {
-                cmd: Some(wire),
-                cluster_version: version,
-            },
-        ));
+        // The leader answers a command it cannot speculate (a conflict) with the ordered
+        // result (F3), so the call may take as long as a `WaitSynced`.
+        let propose = tokio::time::timeout(
+            self.config.rpc_timeout.max(self.config.wait_synced_timeout),
+            self.transport.propose(
+                &leader_addr,
+                curppb::ClientProposeRequest {
+                    cmd: Some(wire),
+                    cluster_version: version,
+                },
+            ),
+        );
+        let propose = async move { propose.await.unwrap_or(Err(ClientError::MemberTimeout)) };
         let mut propose = std::pin::pin!(propose);
         let mut answers = Vec::new();
         let proposed = loop {

@@ -51,6 +51,8 @@ pub(super) struct Parts<C, E, S> {
     exec_floor: LogIndex,
     /// Index of the latest snapshot (0: none).
     last_snapshot: LogIndex,
+    /// Term and vote of the stored hard state.
+    durable_vote: (u64, u64),
     /// The command type.
     _cmd: PhantomData<fn() -> C>,
 }
@@ -97,6 +99,7 @@ where
         )));
     }
     restored.applied = applied;
+    let durable_vote = (restored.hard_state.term, restored.hard_state.vote);
     let core = Core::new(core_config, restored);
     let core_applied = core.status().applied;
     Ok(Parts {
@@ -107,6 +110,7 @@ where
         applied: core_applied,
         exec_floor: applied,
         last_snapshot: snap_index,
+        durable_vote,
         _cmd: PhantomData,
     })
 }
@@ -180,6 +184,8 @@ where
     exec_floor: LogIndex,
     /// Latest snapshot index.
     last_snapshot: LogIndex,
+    /// Term and vote of the last hard state written (synced before anything depends on it).
+    durable_vote: (u64, u64),
     /// Proposals by id.
     proposals: HashMap<ProposeId, PendingPropose<E::Output>>,
     /// Reads by request id.
@@ -232,6 +238,7 @@ where
             applied: parts.applied,
             exec_floor: parts.exec_floor,
             last_snapshot: parts.last_snapshot,
+            durable_vote: parts.durable_vote,
             proposals: HashMap::new(),
             reads: HashMap::new(),
             next_read: 1,
@@ -545,8 +552,17 @@ where
         Ok(())
     }
 
-    /// Persists a round's snapshot record, entries, hard state and witness operations with one
-    /// sync, then compacts the log behind a snapshot taken here.
+    /// Persists a round's snapshot record, entries, hard state and witness operations with at
+    /// most one sync, then compacts the log behind a snapshot taken here.
+    ///
+    /// The sync rides on the last write of the round (a write with `sync` makes every earlier
+    /// one durable too), so a round costs one fsync and no extra marker write. A round whose
+    /// only change is the hard state's commit index is written without a sync, as etcd's raft
+    /// does (`MustSync`): nothing sent or answered depends on the stored commit index, which
+    /// only saves replaying work after a restart; a restart takes the state machine's applied
+    /// index as committed (`Core::new`) and learns the rest from the leader. It becomes durable
+    /// with the next synced write. Term and vote changes are always synced: a vote or a message
+    /// in a new term must never be forgotten.
     fn persist(
         &mut self,
         snapshot_taken: Option<&SnapshotInstall>,
@@ -554,37 +570,43 @@ where
         hard_state: Option<crate::storage::HardState>,
         witness: &[WitnessOp],
     ) -> Result<(), ProposeError> {
-        let mut dirty = false;
+        let vote = hard_state.map(|hs| (hs.term, hs.vote));
+        let must_sync = snapshot_taken.is_some()
+            || !entries.is_empty()
+            || !witness.is_empty()
+            || vote.is_some_and(|v| v != self.durable_vote);
+        let started = Instant::now();
+        let mut synced = false;
         if let Some(snap) = snapshot_taken {
+            let sync =
+                must_sync && entries.is_empty() && hard_state.is_none() && witness.is_empty();
             guarded("storing the snapshot", || {
                 self.storage
-                    .put_meta(codec::SNAPSHOT_KEY, &codec::encode_snapshot(snap), false)
+                    .put_meta(codec::SNAPSHOT_KEY, &codec::encode_snapshot(snap), sync)
             })?;
-            dirty = true;
+            synced |= sync;
         }
-        if !entries.is_empty() {
+        if !entries.is_empty() || hard_state.is_some() {
             let stored: Vec<_> = entries.iter().map(codec::to_log_entry).collect();
+            let sync = must_sync && witness.is_empty();
             guarded("appending to the log", || {
-                self.storage.append(&stored, false)
+                self.storage.write_round(&stored, hard_state, sync)
             })?;
-            dirty = true;
-        }
-        if let Some(hs) = hard_state {
-            guarded("storing the hard state", || {
-                self.storage.set_hard_state(hs, false)
-            })?;
-            dirty = true;
+            synced |= sync;
         }
         if !witness.is_empty() {
             guarded("journaling witness records", || {
                 self.journal.write(&self.storage, witness)
             })?;
-            dirty = true;
-        }
-        if dirty {
-            let started = Instant::now();
             guarded("syncing the log", || self.storage.sync())?;
+            synced = true;
+        }
+        if synced {
             self.shared.metrics.log_sync.observe(started.elapsed());
+        }
+        if let Some(v) = vote {
+            // Durable now, or (no sync: unchanged) already.
+            self.durable_vote = v;
         }
         if let Some(snap) = snapshot_taken {
             // The record is durable: the log up to it is no longer needed.

@@ -475,9 +475,11 @@ pub type Encoder<O> = fn(&O) -> Vec<u8>;
 /// The leader's answer to a remote client's fast proposal ([`NodeHandle::client_propose`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FastReply {
-    /// The leader appended the command. `output` is its speculative result (CURP.md F2) when
-    /// the command neither conflicted nor was refused speculation by the executor; `None`:
-    /// wait for the ordered result ([`NodeHandle::client_wait_synced`] at this member).
+    /// The leader appended the command; `output` is its speculative result (CURP.md F2). A
+    /// command without one (it conflicted, or the executor would not speculate it) is
+    /// answered with [`FastReply::Applied`] once applied instead (F3); `None` remains part of
+    /// the wire contract (a client then asks [`NodeHandle::client_wait_synced`] at this
+    /// member), but this leader no longer sends it.
     Speculated {
         /// The leader's term (witness records count only in this term).
         term: Term,

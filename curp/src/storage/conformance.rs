@@ -58,6 +58,7 @@ pub fn run_all<S: LogStorage>(mut new: impl FnMut() -> S) {
     install_snapshot_beyond_and_below(new());
     hard_state_round_trip(new());
     meta_round_trip(new());
+    write_round(new());
 }
 
 /// Runs every `reopen_*` check, each with its own storage from `new_opener`.
@@ -66,6 +67,7 @@ pub fn run_all_reopen<S: LogStorage, O: FnMut() -> S>(mut new_opener: impl FnMut
     reopen_after_compaction(new_opener());
     reopen_after_compact_everything(new_opener());
     reopen_after_install_snapshot(new_opener());
+    reopen_after_write_round(new_opener());
 }
 
 /// A new log has no entries, boundary 0 with term 0, and a zero hard state.
@@ -337,6 +339,40 @@ pub fn hard_state_round_trip<S: LogStorage>(log: S) {
     assert_eq!(log.hard_state().expect("hard_state"), second);
 }
 
+/// `write_round` appends (truncating an overlapped tail) and stores the hard state, each part
+/// optional, and checks the append like `append` does.
+pub fn write_round<S: LogStorage>(log: S) {
+    let hs = |commit| HardState {
+        term: 2,
+        vote: 1,
+        commit,
+    };
+    log.write_round(&make_entries(1..6, 1), Some(hs(3)), true)
+        .expect("write_round");
+    assert_eq!(read_all(&log, 1, 6), make_entries(1..6, 1));
+    assert_eq!(log.hard_state().expect("hard_state"), hs(3));
+    // Entries alone keep the hard state; a hard state alone keeps the entries.
+    log.write_round(&make_entries(4..8, 2), None, false)
+        .expect("write_round");
+    assert_eq!(log.last_index(), 7);
+    assert_eq!(term(&log, 3), Some(1));
+    assert_eq!(term(&log, 4), Some(2));
+    assert_eq!(log.hard_state().expect("hard_state"), hs(3));
+    log.write_round(&[], Some(hs(6)), false)
+        .expect("write_round");
+    assert_eq!(log.last_index(), 7);
+    assert_eq!(log.hard_state().expect("hard_state"), hs(6));
+    // Nothing to write, synced: fine.
+    log.write_round(&[], None, true).expect("write_round");
+    // A gap is refused and the hard state of that call is not stored.
+    assert!(matches!(
+        log.write_round(&make_entries(9..10, 2), Some(hs(9)), true),
+        Err(StorageError::InvalidArgument(_))
+    ));
+    assert_eq!(log.last_index(), 7);
+    assert_eq!(log.hard_state().expect("hard_state"), hs(6));
+}
+
 /// Metadata records read back what was last stored under each key.
 pub fn meta_round_trip<S: LogStorage>(log: S) {
     log.put_meta(b"members", b"a,b,c", true).expect("put_meta");
@@ -404,6 +440,26 @@ pub fn reopen_persistence<S: LogStorage>(mut open: impl FnMut() -> S) {
     let log = open();
     assert_eq!(log.last_index(), 19);
     assert_eq!(read_all(&log, 18, 20), make_entries(18..20, 3));
+}
+
+/// What `write_round` wrote (synced by its last call) survives reopening.
+pub fn reopen_after_write_round<S: LogStorage>(mut open: impl FnMut() -> S) {
+    let hs = HardState {
+        term: 4,
+        vote: 3,
+        commit: 9,
+    };
+    {
+        let log = open();
+        log.write_round(&make_entries(1..11, 4), None, false)
+            .expect("write_round");
+        log.write_round(&make_entries(11..13, 4), Some(hs), true)
+            .expect("write_round");
+    }
+    let log = open();
+    assert_eq!(log.last_index(), 12);
+    assert_eq!(read_all(&log, 1, 13), make_entries(1..13, 4));
+    assert_eq!(log.hard_state().expect("hard_state"), hs);
 }
 
 /// The compaction boundary survives reopening.

@@ -136,6 +136,16 @@ impl RaftEngineLog {
             ..Config::default()
         };
         let engine = Engine::open(config).map_err(engine_error)?;
+        // raft-engine 0.4.2 does not sync the directory after creating its first files (nor a
+        // new directory's parent): without this, their names may not survive a power loss.
+        let path = Path::new(dir);
+        for d in [Some(path), path.parent()].into_iter().flatten() {
+            if !d.as_os_str().is_empty() {
+                std::fs::File::open(d)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| StorageError::Engine(format!("syncing {}: {e}", d.display())))?;
+            }
+        }
         let boundary = match engine.get(REGION, BOUNDARY_KEY) {
             Some(bytes) => {
                 let [index, term] = decode_u64s::<2>(&bytes, "compaction boundary")?;
@@ -383,6 +393,39 @@ impl LogStorage for RaftEngineLog {
     fn sync(&self) -> Result<(), StorageError> {
         self.force_sync()
     }
+
+    fn write_round(
+        &self,
+        entries: &[LogEntry],
+        hard_state: Option<HardState>,
+        sync: bool,
+    ) -> Result<(), StorageError> {
+        let boundary = self.boundary.lock();
+        let (first, last) = self.span(*boundary);
+        check_append(entries, first, last)?;
+        let mut batch = LogBatch::default();
+        if !entries.is_empty() {
+            let messages: Vec<EntryMessage> = entries
+                .iter()
+                .map(|entry| EntryMessage {
+                    index: entry.index,
+                    term: entry.term,
+                    data: entry.data.to_vec(),
+                    ..EntryMessage::default()
+                })
+                .collect();
+            batch
+                .add_entries::<EntryCodec>(REGION, &messages)
+                .map_err(engine_error)?;
+        }
+        if let Some(hs) = hard_state {
+            batch
+                .put(REGION, HARD_STATE_KEY.to_vec(), encode_hard_state(hs))
+                .map_err(engine_error)?;
+        }
+        // One batch: atomic, and with `sync` one fsync (an empty one still syncs).
+        self.write(&mut batch, sync)
+    }
 }
 
 /// Tells raft-engine how to find the index of an [`EntryMessage`].
@@ -622,6 +665,35 @@ mod tests {
         assert!(
             synced() > std::time::Duration::ZERO,
             "synced write did not fsync"
+        );
+        // The driver's round write: one batch, fsynced only when asked.
+        let entries = [LogEntry {
+            index: 1,
+            term: 1,
+            data: Bytes::from_static(b"e"),
+        }];
+        let hs = HardState {
+            term: 1,
+            vote: 1,
+            commit: 1,
+        };
+        log.write_round(&entries, Some(hs), false)
+            .expect("unsynced round");
+        assert_eq!(
+            synced(),
+            std::time::Duration::ZERO,
+            "unsynced round fsynced"
+        );
+        log.write_round(&[], Some(hs), true).expect("synced round");
+        assert!(
+            synced() > std::time::Duration::ZERO,
+            "synced round did not fsync"
+        );
+        log.write_round(&[], None, true)
+            .expect("empty synced round");
+        assert!(
+            synced() > std::time::Duration::ZERO,
+            "empty synced round did not fsync"
         );
     }
 

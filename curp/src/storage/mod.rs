@@ -10,9 +10,11 @@ use crate::error::StorageError;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
+#[cfg(feature = "storage")]
 mod engine;
 mod memory;
 
+#[cfg(feature = "storage")]
 pub use engine::{RaftEngineLog, RaftEngineOptions};
 pub use memory::MemoryLog;
 
@@ -160,6 +162,33 @@ pub trait LogStorage: Send + Sync + 'static {
     ///
     /// Only engine failures.
     fn sync(&self) -> Result<(), StorageError>;
+
+    /// One round of the node driver: appends `entries` (as [`LogStorage::append`]; none
+    /// appends nothing), then replaces the hard state when one is given. Implementations that
+    /// can write both as one atomic batch do (the default writes them one after the other).
+    /// With `sync`, durable on return together with every earlier write (even when there is
+    /// nothing to write).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`LogStorage::append`] (the hard state is not written then) and engine
+    /// failures.
+    fn write_round(
+        &self,
+        entries: &[LogEntry],
+        hard_state: Option<HardState>,
+        sync: bool,
+    ) -> Result<(), StorageError> {
+        match hard_state {
+            None => self.append(entries, sync),
+            Some(hs) => {
+                if !entries.is_empty() {
+                    self.append(entries, false)?;
+                }
+                self.set_hard_state(hs, sync)
+            }
+        }
+    }
 }
 
 /// Checks that `entries` may be appended to a log spanning `first..=last`.
@@ -224,6 +253,7 @@ fn check_compact(to: u64, first: u64, last: u64) -> Result<bool, StorageError> {
 }
 
 /// Encodes a hard state as 24 big-endian bytes.
+#[cfg(feature = "storage")]
 fn encode_hard_state(hs: HardState) -> Vec<u8> {
     let mut buf = Vec::with_capacity(24);
     buf.extend_from_slice(&hs.term.to_be_bytes());
@@ -233,12 +263,14 @@ fn encode_hard_state(hs: HardState) -> Vec<u8> {
 }
 
 /// Decodes [`encode_hard_state`]'s output.
+#[cfg(feature = "storage")]
 fn decode_hard_state(bytes: &[u8]) -> Result<HardState, StorageError> {
     let [term, vote, commit] = decode_u64s::<3>(bytes, "hard state")?;
     Ok(HardState { term, vote, commit })
 }
 
 /// Decodes exactly `N` big-endian u64s.
+#[cfg(feature = "storage")]
 fn decode_u64s<const N: usize>(bytes: &[u8], what: &str) -> Result<[u64; N], StorageError> {
     if bytes.len() != N * 8 {
         return Err(StorageError::Corrupted(format!(
@@ -258,6 +290,7 @@ fn decode_u64s<const N: usize>(bytes: &[u8], what: &str) -> Result<[u64; N], Sto
 
 #[cfg(test)]
 mod tests {
+    #[cfg(feature = "storage")]
     use std::path::Path;
 
     use super::conformance;
@@ -276,10 +309,12 @@ mod tests {
         });
     }
 
+    #[cfg(feature = "storage")]
     fn open(dir: &Path) -> RaftEngineLog {
         RaftEngineLog::open(dir).expect("open raft-engine log")
     }
 
+    #[cfg(feature = "storage")]
     #[test]
     fn raft_engine_log_conforms() {
         let dirs = tempfile::tempdir().expect("tempdir");
@@ -290,6 +325,7 @@ mod tests {
         });
     }
 
+    #[cfg(feature = "storage")]
     #[test]
     fn raft_engine_log_persists() {
         let dirs = tempfile::tempdir().expect("tempdir");
@@ -301,6 +337,7 @@ mod tests {
         });
     }
 
+    #[cfg(feature = "storage")]
     #[test]
     fn raft_engine_log_is_locked_while_open() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -314,6 +351,7 @@ mod tests {
     }
 
     /// Names of the append-queue files that hold data.
+    #[cfg(feature = "storage")]
     fn append_files(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .expect("read_dir")
@@ -331,6 +369,7 @@ mod tests {
     }
 
     /// An incompressible payload for `index` (raft-engine compresses batches with lz4).
+    #[cfg(feature = "storage")]
     fn noise(index: u64) -> Bytes {
         let mut state = index.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
         (0..4096)
@@ -344,6 +383,7 @@ mod tests {
             .into()
     }
 
+    #[cfg(feature = "storage")]
     #[test]
     fn raft_engine_log_reclaims_compacted_files() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -404,6 +444,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "storage")]
     #[test]
     fn raft_engine_rejects_bad_options() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -17,6 +17,15 @@
 //! Failures travel inside the responses ([`curppb::ClientFailure`]); a `tonic::Status` means
 //! the call itself failed (transport, size limit). Messages are bounded both ways by the
 //! `max_message_bytes` given to [`client_server`] and [`GrpcClientTransport::new`].
+//!
+//! Nothing a client sends about a command is trusted beyond its bytes: the service decodes
+//! every command (`Propose`, `Record`, `WaitSynced`), recomputes its conflict keys from it
+//! (a client that under-reported them would get speculative results for commands that do
+//! conflict), and asks the [`Admission`] policy whether a client may propose it at all (the
+//! node's own proposals do not pass through this service); the policy may also rewrite the
+//! command (e.g. mark it as a client's), deterministically, since a retry must become the same
+//! bytes. A refused command is answered with the output the policy gives, as if it had been
+//! applied and failed: nothing was recorded, appended or executed.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -38,12 +47,20 @@ use crate::core::{CommandData, NodeId, Rejection};
 use crate::error::ProposeError;
 use crate::node::{FastReply, KeepAliveReply, NodeHandle};
 
+/// Which commands clients of a [`ClientService`] may propose, and as what: `Ok(command)` is
+/// what is proposed (the client's command, possibly rewritten; a pure function of it),
+/// `Err(output)` refuses the command and is the answer the client gets (typically the
+/// application's error output).
+pub type Admission<C, O> = Arc<dyn Fn(C) -> Result<C, O> + Send + Sync>;
+
 /// Implements `curppb.ClientApi` over a running node; outputs are encoded with `K`.
 pub struct ClientService<C, O, K> {
     /// The node.
     node: NodeHandle<C, O>,
     /// Where each member serves this service (reported by `FetchCluster`).
     addresses: Arc<RwLock<BTreeMap<NodeId, Vec<String>>>>,
+    /// The admission policy (every command, when none was given).
+    admission: Option<Admission<C, O>>,
     /// The output codec.
     _codec: PhantomData<fn() -> K>,
 }
@@ -53,6 +70,7 @@ impl<C, O, K> Clone for ClientService<C, O, K> {
         Self {
             node: self.node.clone(),
             addresses: Arc::clone(&self.addresses),
+            admission: self.admission.clone(),
             _codec: PhantomData,
         }
     }
@@ -74,8 +92,37 @@ impl<C: Command, O: Send + 'static, K: OutputCodec<O>> ClientService<C, O, K> {
         Self {
             node,
             addresses: Arc::new(RwLock::new(addresses)),
+            admission: None,
             _codec: PhantomData,
         }
+    }
+
+    /// Sets the admission policy: which commands clients may propose (see the module docs).
+    #[must_use]
+    pub fn with_admission(mut self, admission: Admission<C, O>) -> Self {
+        self.admission = Some(admission);
+        self
+    }
+
+    /// Decodes a client's command, recomputes its conflict keys and applies the admission
+    /// policy: `Err(Ok(output))` is a refusal to answer with `output`, `Err(Err(failure))` a
+    /// malformed request.
+    fn admit(
+        &self,
+        cmd: Option<curppb::CommandData>,
+    ) -> Result<CommandData, Result<O, curppb::ClientFailure>> {
+        let bad = |message: String| curppb::ClientFailure {
+            failure: Some(Failure::BadRequest(message)),
+        };
+        let cmd = cmd.ok_or_else(|| Err(bad("the request carries no command".into())))?;
+        let mut data = CommandData::try_from(cmd).map_err(|e| Err(bad(e.to_string())))?;
+        let mut decoded = C::decode(&data.payload).map_err(|e| Err(bad(e.to_string())))?;
+        if let Some(admission) = &self.admission {
+            decoded = admission(decoded).map_err(Ok)?;
+            data.payload = decoded.encode().into();
+        }
+        data.keys = decoded.conflict_keys();
+        Ok(data)
     }
 
     /// Replaces the member addresses `FetchCluster` reports (after a membership change).
@@ -103,15 +150,6 @@ impl<C: Command, O: Send + 'static, K: OutputCodec<O>> ClientService<C, O, K> {
     }
 }
 
-/// Decodes a required command.
-fn command(cmd: Option<curppb::CommandData>) -> Result<CommandData, curppb::ClientFailure> {
-    let bad = |message: String| curppb::ClientFailure {
-        failure: Some(Failure::BadRequest(message)),
-    };
-    let cmd = cmd.ok_or_else(|| bad("the request carries no command".into()))?;
-    CommandData::try_from(cmd).map_err(|e| bad(e.to_string()))
-}
-
 #[tonic::async_trait]
 impl<C, O, K> ClientApi for ClientService<C, O, K>
 where
@@ -125,8 +163,9 @@ where
     ) -> Result<Response<curppb::ClientProposeResponse>, Status> {
         use curppb::client_propose_response::Result as R;
         let req = request.into_inner();
-        let result = match command(req.cmd) {
-            Err(failure) => R::Failure(failure),
+        let result = match self.admit(req.cmd) {
+            Err(Ok(refused)) => R::Applied(K::encode(&refused)),
+            Err(Err(failure)) => R::Failure(failure),
             Ok(data) => match self
                 .node
                 .client_propose(data, req.cluster_version, K::encode)
@@ -181,8 +220,14 @@ where
     ) -> Result<Response<curppb::ClientRecordResponse>, Status> {
         use curppb::client_record_response::Result as R;
         let req = request.into_inner();
-        let result = match command(req.cmd) {
-            Err(failure) => R::Failure(failure),
+        let result = match self.admit(req.cmd) {
+            // Refused: not recorded; the client's proposal gets the refusal.
+            Err(Ok(_)) => R::Failure(curppb::ClientFailure {
+                failure: Some(Failure::BadRequest(
+                    "refused by the admission policy".into(),
+                )),
+            }),
+            Err(Err(failure)) => R::Failure(failure),
             Ok(data) => match self
                 .node
                 .client_record(data, req.term, req.cluster_version, K::encode)
@@ -206,8 +251,9 @@ where
     ) -> Result<Response<curppb::ClientWaitSyncedResponse>, Status> {
         use curppb::client_wait_synced_response::Result as R;
         let req = request.into_inner();
-        let result = match command(req.cmd) {
-            Err(failure) => R::Failure(failure),
+        let result = match self.admit(req.cmd) {
+            Err(Ok(refused)) => R::Output(K::encode(&refused)),
+            Err(Err(failure)) => R::Failure(failure),
             Ok(data) => match self.node.client_wait_synced(data, K::encode).await {
                 Ok(output) => R::Output(output.to_vec()),
                 Err(e) => R::Failure(self.failure(e)),

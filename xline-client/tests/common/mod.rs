@@ -52,7 +52,7 @@ pub fn is_etcd() -> bool {
 }
 
 /// The server binary, or `None` (with a SKIP line printed) when it is absent.
-fn server_binary(kind: ServerKind) -> Option<PathBuf> {
+pub fn server_binary(kind: ServerKind) -> Option<PathBuf> {
     let path = match kind {
         ServerKind::Etcd => PathBuf::from("/usr/bin/etcd"),
         ServerKind::Xline => {

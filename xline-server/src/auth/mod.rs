@@ -52,28 +52,29 @@ const KEY_REVISION: &[u8] = b"revision";
 const USER_PREFIX: &[u8] = b"user/";
 const ROLE_PREFIX: &[u8] = b"role/";
 
-/// Who made a request: the user its token names and the auth revision the token stands for
-/// (etcd's `AuthInfo`, carried in proposals as etcd's `RequestHeader`).
-#[derive(Clone, PartialEq, Eq, Message)]
-pub struct AuthHeader {
-    /// The user.
-    #[prost(string, tag = "1")]
-    pub username: String,
-    /// The auth revision the token was checked at.
-    #[prost(uint64, tag = "2")]
-    pub revision: u64,
+/// Who makes a long-lived request (a Watch stream): the credentials it came with, checked
+/// again on each watch it creates, as etcd checks each create against the stream's context.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// The auth token (metadata `token` or `authorization`).
+    pub token: Option<String>,
+    /// The user the client's verified certificate names (`crate::tls::cert_user`); used only
+    /// when there is no token, as etcd's `AuthInfoFromTLS`.
+    pub cert_user: Option<String>,
 }
 
-/// An Authenticate whose password the proposer has checked: applying it issues a token.
-#[derive(Clone, PartialEq, Eq, Message)]
-pub struct AuthenticateProposal {
-    /// The user.
-    #[prost(string, tag = "1")]
-    pub name: String,
-    /// The random part of a simple token (empty for JWT).
-    #[prost(string, tag = "2")]
-    pub simple_token_prefix: String,
+impl Caller {
+    /// The caller of a request with metadata `md`.
+    pub fn of(md: &MetadataMap) -> Self {
+        Self {
+            token: AuthStore::token_of(md),
+            cert_user: crate::tls::cert_user(md),
+        }
+    }
 }
+
+// The proposal types of the log live with the command (crate `xline-native`).
+pub use xline_native::{AuthHeader, AuthenticateProposal};
 
 /// What applying an auth command gives its proposer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -396,9 +397,7 @@ impl AuthStore {
         Some(raw.strip_prefix("Bearer ").unwrap_or(raw).to_owned())
     }
 
-    /// Copies the auth token `from` carries (if any) into `to` as `token` metadata: what a
-    /// member hands on when it makes a request on a client's behalf (a forwarded membership
-    /// change, the Lock and Election services' own requests).
+    /// Copies the auth token `from` carries (if any) into `to` as `token` metadata.
     pub fn copy_token(from: &MetadataMap, to: &mut MetadataMap) {
         if let Some(token) = Self::token_of(from)
             && let Ok(value) = tonic::metadata::AsciiMetadataValue::try_from(token.as_str())
@@ -407,15 +406,29 @@ impl AuthStore {
         }
     }
 
-    /// Whether the bearer of `token` may read the key or range (a Watch create, etcd's
-    /// `isWatchPermitted`); always true with auth disabled.
-    pub fn permits_read(&self, token: Option<&str>, key: &[u8], range_end: &[u8]) -> bool {
+    /// Copies the caller's identity (its token, and the user its certificate names) from one
+    /// in-process request's metadata to another's: what the Lock and Election services' own
+    /// requests carry. Never for a request sent over the network (the certificate's user is
+    /// an in-process entry): a forwarded request uses [`crate::tls::forward_identity`].
+    pub fn copy_identity(from: &MetadataMap, to: &mut MetadataMap) {
+        Self::copy_token(from, to);
+        crate::tls::copy_cert_user(from, to);
+    }
+
+    /// Whether `caller` may read the key or range (a Watch create, etcd's `isWatchPermitted`,
+    /// which takes the user from the token, or from the certificate when there is no token);
+    /// always true with auth disabled.
+    pub fn permits_read(&self, caller: &Caller, key: &[u8], range_end: &[u8]) -> bool {
         if !self.is_enabled() {
             return true;
         }
-        let ai = match token {
-            None => None,
-            Some(token) => match self.tokens.read().lookup(token, *self.applied.borrow()) {
+        let ai = match (&caller.token, &caller.cert_user) {
+            (None, None) => None,
+            (None, Some(username)) => Some(AuthHeader {
+                username: username.clone(),
+                revision: self.revision(),
+            }),
+            (Some(token), _) => match self.tokens.read().lookup(token, *self.applied.borrow()) {
                 TokenLookup::Valid { username, revision } => Some(AuthHeader {
                     username,
                     revision: revision.unwrap_or_else(|| self.revision()),
@@ -622,8 +635,12 @@ impl AuthStore {
             return Ok(());
         }
         // The member's own proposals (etcd makes them as root).
-        if ai.is_none() {
+        let Some(header) = ai else {
             return Ok(());
+        };
+        // The anonymous header of native clients (`native::admit`): no credentials.
+        if header.username.is_empty() {
+            return Err(EtcdError::UserEmpty);
         }
         let st = self.state.read();
         let lease_puts = |lease: i64| -> Result<(), EtcdError> {

@@ -237,6 +237,14 @@ fn users_roles_and_permissions() {
         h.auth.check_apply(&put("p/a", false), Some(&u), none),
         Ok(())
     );
+    // The anonymous header of native clients is refused while auth is enabled; only a command
+    // without any header is the member's own.
+    assert_eq!(
+        h.auth
+            .check_apply(&put("p/a", false), Some(&AuthHeader::default()), none),
+        Err(EtcdError::UserEmpty)
+    );
+    assert_eq!(h.auth.check_apply(&put("p/a", false), None, none), Ok(()));
     assert_eq!(
         h.auth.check_apply(&put("k", false), Some(&u), none),
         Err(EtcdError::PermissionDenied)

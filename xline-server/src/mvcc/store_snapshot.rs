@@ -53,10 +53,8 @@ impl KvStore {
     /// An image of every table as of the last applied batch (applies are held off while it
     /// is read), for [`KvStore::restore`] on another member.
     pub fn snapshot(&self) -> Result<Vec<u8>, ServerError> {
-        let _applies_held = self.state.read();
         let mut image = StoreImage::default();
-        for table in Table::ALL {
-            let pairs = self.backend.range(table, &[], &[], 0)?;
+        for (table, pairs) in self.snapshot_tables()? {
             image.tables.push(TableImage {
                 name: table.name().to_owned(),
                 pairs: pairs
@@ -66,6 +64,17 @@ impl KvStore {
             });
         }
         Ok(image.encode_to_vec())
+    }
+
+    /// Every table's pairs as of the last applied batch (applies are held off while they are
+    /// read): the contents of [`KvStore::snapshot`], for `Maintenance.Snapshot`.
+    #[allow(clippy::type_complexity)]
+    pub fn snapshot_tables(&self) -> Result<Vec<(Table, Vec<(Vec<u8>, Vec<u8>)>)>, ServerError> {
+        let _applies_held = self.state.read();
+        Table::ALL
+            .into_iter()
+            .map(|table| Ok((table, self.backend.range(table, &[], &[], 0)?)))
+            .collect()
     }
 
     /// Replaces the whole store by `image` (from [`KvStore::snapshot`]) as one durable batch,
@@ -111,25 +120,6 @@ impl KvStore {
         self.lessor.granted();
         self.lessor.revoked();
         Ok(())
-    }
-
-    /// Installs `image` (from [`KvStore::snapshot`], e.g. out of `etcdctl snapshot save`) as the
-    /// starting state of a member of a new cluster (`xline snapshot restore`): everything but
-    /// the published members (the new cluster's members publish themselves), with applied index
-    /// 0, since the new cluster's log starts empty. Keys, revisions, the compaction point,
-    /// leases and alarms are kept.
-    pub fn restore_for_new_cluster(&self, image: &[u8]) -> Result<(), ServerError> {
-        let mut image = StoreImage::decode(image)
-            .map_err(|e| ServerError::Corrupt(format!("store image: {e}")))?;
-        image.tables.retain(|t| t.name != Table::Members.name());
-        image
-            .tables
-            .iter_mut()
-            .filter(|t| t.name == Table::Meta.name())
-            .for_each(|t| {
-                t.pairs.retain(|p| p.key != META_APPLIED_INDEX);
-            });
-        self.restore(&image.encode_to_vec(), 0)
     }
 
     /// Waits until the compactor has finished every compaction up to `rev` (or has stopped).

@@ -3,12 +3,12 @@
 //! Changes are single-server consensus changes ([`ConfChange`]) that carry the member's peer
 //! URLs, so every member learns them from the log and dials its peers accordingly. Only the
 //! leader checks and proposes a change: any other member forwards the request to the leader's
-//! client URL, then waits until it has applied the change itself (a read-index barrier), so
+//! peer URL, then waits until it has applied the change itself (a read-index barrier), so
 //! that a `MemberList` on the member called right after reflects it.
 //!
 //! With auth enabled, every change needs an admin (etcd's `checkMembershipOperationPermission`):
-//! the member called checks the caller's token, and a forwarded request carries it on to the
-//! leader, which checks it again.
+//! the member called checks the caller (token, or certificate user), and a forwarded request
+//! carries that identity on to the leader, which checks it again (`crate::tls::forward_identity`).
 //!
 //! etcd's `--strict-reconfig-check` rules are applied on the leader: a voter is added, removed
 //! or promoted only if the voters that have published themselves (started) keep a quorum.
@@ -47,10 +47,10 @@ pub struct ClusterService {
     ctx: Arc<ServerContext>,
 }
 
-/// A request to forward to the leader, with the caller's auth token (metadata `md`) on it.
+/// A request to forward to the leader, with the caller's identity (metadata `md`) on it.
 fn forwarded<T>(md: &MetadataMap, message: T) -> Request<T> {
     let mut request = Request::new(message);
-    crate::auth::AuthStore::copy_token(md, request.metadata_mut());
+    crate::tls::forward_identity(md, request.metadata_mut());
     request
 }
 
@@ -71,7 +71,7 @@ impl ClusterService {
     /// The members as this member knows them, ordered by id as etcd lists them: voters and
     /// learners from consensus, names and client URLs as each member published them (empty
     /// for a member that has not started yet), peer URLs from the configuration.
-    fn members(&self) -> Result<Vec<Member>, ServerError> {
+    pub(crate) fn members(&self) -> Result<Vec<Member>, ServerError> {
         let membership = self.ctx.node.status().membership;
         self.members_of(&membership)
     }
@@ -143,23 +143,12 @@ impl ClusterService {
         let leader = role
             .leader
             .ok_or_else(|| Status::from(EtcdError::NoLeader))?;
-        let members = self.ctx.store.published_members().map_err(Status::from)?;
-        let url = members
-            .iter()
-            .find(|m| m.id == leader)
-            .and_then(|m| m.client_ur_ls.first().cloned())
-            .ok_or_else(|| Status::from(EtcdError::NoLeader))?;
+        // The leader's peer listener, which believes the caller's identity this member
+        // forwards (`crate::tls::CertUserLayer::peer`).
         let channel = self
             .ctx
-            .tls
-            .client
-            .endpoint(&url)
-            .map_err(|_| Status::from(EtcdError::NoLeader))?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(15))
-            .connect()
-            .await
-            .map_err(|_| Status::from(EtcdError::LeaderChanged))?;
+            .peer_channel(leader, Duration::from_secs(15))
+            .await?;
         Ok(Route::Forward(ClusterClient::new(channel)))
     }
 

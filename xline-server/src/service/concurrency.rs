@@ -49,8 +49,8 @@ pub struct LocalClient {
     ctx: Arc<ServerContext>,
     hub: Arc<WatchHub>,
     leases: LeaseService,
-    /// The caller's auth token (`token` metadata only), the credentials every request is made
-    /// with; empty for a client not bound to a caller.
+    /// The caller's identity (its auth token, and its certificate's user), the credentials
+    /// every request is made with; empty for a client not bound to a caller.
     caller: MetadataMap,
 }
 
@@ -159,20 +159,16 @@ impl LocalClient {
         }
     }
 
-    /// This client acting as the caller of an RPC: its requests carry the auth token the RPC's
-    /// metadata `md` carries (if any), as etcd's services make theirs with the caller's context.
+    /// This client acting as the caller of an RPC: its requests carry the identity the RPC's
+    /// metadata `md` carries (token or certificate user), as etcd's services make theirs with
+    /// the caller's context.
     pub fn as_caller(&self, md: &MetadataMap) -> Self {
         let mut caller = MetadataMap::new();
-        crate::auth::AuthStore::copy_token(md, &mut caller);
+        crate::auth::AuthStore::copy_identity(md, &mut caller);
         Self {
             caller,
             ..self.clone()
         }
-    }
-
-    /// The caller's auth token, if any.
-    fn token(&self) -> Option<String> {
-        crate::auth::AuthStore::token_of(&self.caller)
     }
 
     /// The auth header of a proposal made for the caller (the checks happen when it applies).
@@ -268,9 +264,10 @@ impl LocalClient {
             )),
         };
         // A stream whose client half-closed it keeps serving its watchers.
-        let responses = self
-            .hub
-            .open_stream_as(tokio_stream::once(Ok(create)), self.token());
+        let responses = self.hub.open_stream_as(
+            tokio_stream::once(Ok(create)),
+            crate::auth::Caller::of(&self.caller),
+        );
         Watch { responses }
     }
 

@@ -27,8 +27,12 @@ use crate::lease::{EXPIRED_RETRY_INTERVAL, LeaseIdGenerator, MAX_LEASE_TTL, Rene
 use crate::mvcc::store::CommandResponse;
 use crate::server::ServerContext;
 
-/// How many keep-alive responses may wait for a slow client before its stream stops reading.
-const KEEP_ALIVE_BUFFER: usize = 16;
+/// What a lease record costs in the backend beyond its request, for the quota check (etcd's
+/// `leaseOverhead`).
+const LEASE_OVERHEAD_BYTES: usize = 64;
+
+/// How long a keep-alive waits for a leader (etcd's default request timeout).
+const LEADER_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a keep-alive of an expired lease waits for the lease's revocation. Twice the retry
 /// interval covers one failed revocation attempt.
@@ -42,6 +46,9 @@ pub struct LeaseService {
     /// Becomes `true` when the server stops: keep-alive streams, which clients keep open for
     /// as long as they run, end so that the graceful shutdown can finish.
     stop: Arc<watch::Sender<bool>>,
+    /// The connection to the leader's peer listener that every forwarded request shares
+    /// (HTTP/2 multiplexes their streams), with the leader it goes to.
+    to_leader: Arc<parking_lot::Mutex<Option<(u64, tonic::transport::Channel)>>>,
 }
 
 impl LeaseService {
@@ -49,7 +56,12 @@ impl LeaseService {
     pub fn new(ctx: Arc<ServerContext>) -> Self {
         let ids = Arc::new(LeaseIdGenerator::new(ctx.member.id));
         let stop = Arc::new(watch::channel(false).0);
-        Self { ctx, ids, stop }
+        Self {
+            ctx,
+            ids,
+            stop,
+            to_leader: Arc::default(),
+        }
     }
 
     /// For a server shutdown: this member stops tracking expiry (as a leader stepping down
@@ -162,7 +174,8 @@ impl LeaseService {
 type LeaderLease = xline_proto::etcdserverpb::lease_client::LeaseClient<tonic::transport::Channel>;
 
 impl LeaseService {
-    /// Connects to the current leader's client URL, as the leader published it.
+    /// Connects to the current leader's peer listener, which takes the identity of the client
+    /// a forwarded request is made for (`crate::tls::forward_identity`).
     async fn leader_client(&self) -> Result<(u64, LeaderLease), Status> {
         let leader = self
             .ctx
@@ -172,46 +185,127 @@ impl LeaseService {
             // This member leads but has not taken over the leases yet: never forward to itself.
             return Err(EtcdError::LeaderChanged.into());
         }
-        let members = self.ctx.store.published_members().map_err(Status::from)?;
-        let url = members
-            .iter()
-            .find(|m| m.id == leader)
-            .and_then(|m| m.client_ur_ls.first().cloned())
-            .ok_or_else(|| Status::from(EtcdError::NoLeader))?;
-        let channel = self
-            .ctx
-            .tls
-            .client
-            .endpoint(&url)
-            .map_err(|_| Status::from(EtcdError::NoLeader))?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .map_err(|_| Status::from(EtcdError::LeaderChanged))?;
+        let cached = self
+            .to_leader
+            .lock()
+            .as_ref()
+            .filter(|(l, _)| *l == leader)
+            .map(|(_, channel)| channel.clone());
+        let channel = match cached {
+            Some(channel) => channel,
+            None => {
+                let channel = self
+                    .ctx
+                    .peer_channel(leader, Duration::from_secs(5))
+                    .await?;
+                *self.to_leader.lock() = Some((leader, channel.clone()));
+                channel
+            }
+        };
         Ok((leader, LeaderLease::new(channel)))
+    }
+
+    /// Drops the shared connection to `leader` after a request on it failed (the next one
+    /// connects again).
+    fn forget_leader(&self, leader: u64) {
+        let mut cached = self.to_leader.lock();
+        if cached.as_ref().is_some_and(|(l, _)| *l == leader) {
+            *cached = None;
+        }
     }
 }
 
-/// Forwards one keep-alive to the leader (reusing the connection while the leader stays the
-/// same) and returns the TTL it answered.
+/// One client keep-alive stream's forwarding stream to the leader: every keep-alive the
+/// client sends while this member follows the same leader travels on it, in order (the
+/// leader answers a stream's keep-alives in order).
+struct Forwarding {
+    /// The leader the stream goes to.
+    leader: u64,
+    /// The keep-alives to forward.
+    requests: tokio::sync::mpsc::Sender<LeaseKeepAliveRequest>,
+    /// The leader's answers.
+    answers: Streaming<LeaseKeepAliveResponse>,
+}
+
+impl Forwarding {
+    /// Opens a forwarding stream to the current leader for the client of `md`.
+    async fn open(
+        service: &LeaseService,
+        md: &tonic::metadata::MetadataMap,
+    ) -> Result<Self, Status> {
+        let (leader, mut client) = service.leader_client().await?;
+        let (requests, rx) = tokio::sync::mpsc::channel(1);
+        let mut request = Request::new(ReceiverStream::new(rx));
+        crate::tls::forward_identity(md, request.metadata_mut());
+        let answers = match client.lease_keep_alive(request).await {
+            Ok(answers) => answers.into_inner(),
+            Err(status) => {
+                service.forget_leader(leader);
+                return Err(status);
+            }
+        };
+        Ok(Self {
+            leader,
+            requests,
+            answers,
+        })
+    }
+
+    /// Forwards one keep-alive and returns the TTL the leader answered.
+    async fn renew(&mut self, id: i64) -> Result<i64, Status> {
+        if self
+            .requests
+            .send(LeaseKeepAliveRequest { id })
+            .await
+            .is_err()
+        {
+            return Err(EtcdError::LeaderChanged.into());
+        }
+        match self.answers.message().await? {
+            Some(resp) => Ok(resp.ttl),
+            None => Err(EtcdError::LeaderChanged.into()),
+        }
+    }
+}
+
+/// Forwards one keep-alive to the leader on the client stream's forwarding stream (opening
+/// one when there is none or the leader changed) and returns the TTL it answered. A stream
+/// that broke while the leader stayed the same (the leader restarted, a connection dropped)
+/// is opened again once; any other failure ends the client's stream with the error, as a
+/// failed forward did before.
 async fn forward_keep_alive(
     service: &LeaseService,
-    leader: &mut Option<(u64, LeaderLease)>,
+    forward: &mut Option<Forwarding>,
+    md: &tonic::metadata::MetadataMap,
     id: i64,
 ) -> Result<i64, Status> {
     let current = service.ctx.leader();
-    if leader.as_ref().map(|(l, _)| Some(*l)) != Some(current) {
-        *leader = Some(service.leader_client().await?);
-    }
-    let Some((_, client)) = leader.as_mut() else {
+    let reused = match forward {
+        Some(f) if Some(f.leader) == current => true,
+        _ => {
+            *forward = Some(Forwarding::open(service, md).await?);
+            false
+        }
+    };
+    let Some(f) = forward.as_mut() else {
         return Err(EtcdError::NoLeader.into());
     };
-    let once = tokio_stream::once(LeaseKeepAliveRequest { id });
-    let mut answers = client.lease_keep_alive(once).await?.into_inner();
-    match answers.message().await? {
-        Some(resp) => Ok(resp.ttl),
-        None => Err(EtcdError::LeaderChanged.into()),
+    let leader = f.leader;
+    match f.renew(id).await {
+        Ok(ttl) => Ok(ttl),
+        Err(_) if reused => {
+            *forward = None;
+            // The shared connection may be what broke.
+            service.forget_leader(leader);
+            let mut fresh = Forwarding::open(service, md).await?;
+            let ttl = fresh.renew(id).await;
+            *forward = ttl.is_ok().then_some(fresh);
+            ttl
+        }
+        Err(e) => {
+            *forward = None;
+            Err(e)
+        }
     }
 }
 
@@ -225,55 +319,123 @@ fn unexpected(what: &str) -> ServerError {
 type KeepAliveStream =
     Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send + 'static>>;
 
-/// Answers each keep-alive on one stream, in order, until the client closes it.
+/// One client keep-alive stream: answers each keep-alive, in order, until the client closes it.
 ///
 /// As in etcd (3.4 and later: `EtcdServer.LeaseRenew` takes no auth info, and the renewal a
 /// follower forwards carries none), no permission is checked here, not even with auth enabled:
 /// renewing only delays an expiry, and revoking the lease or attaching keys to it is what needs
 /// write permission on its keys (checked when applied). `tests/auth.rs` pins this against etcd.
-async fn keep_alive_loop(
+struct KeepAlive {
+    /// The Lease service.
     service: LeaseService,
-    mut requests: Streaming<LeaseKeepAliveRequest>,
-    tx: tokio::sync::mpsc::Sender<Result<LeaseKeepAliveResponse, Status>>,
-) {
-    let mut stop = service.stop.subscribe();
-    let mut leader = None;
-    loop {
+    /// The client's metadata (its identity, for a forwarded keep-alive).
+    md: tonic::metadata::MetadataMap,
+    /// The client's keep-alives.
+    requests: Streaming<LeaseKeepAliveRequest>,
+    /// Set when the server stops.
+    stop: watch::Receiver<bool>,
+    /// The stream to the leader this member forwards keep-alives on, while it follows.
+    forward: Option<Forwarding>,
+}
+
+impl KeepAlive {
+    /// The answer to the client's next keep-alive; `None` once the client closed its side,
+    /// went away, or the server stops.
+    async fn next(&mut self) -> Option<Result<LeaseKeepAliveResponse, Status>> {
         let message = tokio::select! {
-            message = requests.message() => message,
-            _ = stop.wait_for(|stop| *stop) => return,
+            message = self.requests.message() => message,
+            _ = self.stop.wait_for(|stop| *stop) => return None,
         };
-        // Otherwise the client closed its side or went away: nothing to answer.
-        let Ok(Some(req)) = message else {
-            return;
-        };
-        let lessor = Arc::clone(service.ctx.store.lessor());
-        let ttl = match lessor.renew(req.id, EXPIRED_RENEW_WAIT).await {
-            Renewal::Renewed(ttl) => ttl,
-            // etcd answers an unknown (or just revoked) lease with TTL 0, not an error.
-            Renewal::NotFound => 0,
-            Renewal::Expired => {
-                let _ = tx.send(Err(EtcdError::Timeout.into())).await;
-                return;
-            }
-            // Only the leader tracks expiry: a follower forwards the keep-alive to it.
-            Renewal::NotPrimary => match forward_keep_alive(&service, &mut leader, req.id).await {
-                Ok(ttl) => ttl,
-                Err(status) => {
-                    let _ = tx.send(Err(status)).await;
-                    return;
-                }
-            },
-        };
-        let resp = LeaseKeepAliveResponse {
-            header: service.header(),
+        let req = message.ok()??;
+        Some(self.renew(req.id).await.map(|ttl| LeaseKeepAliveResponse {
+            header: self.service.header(),
             id: req.id,
             ttl,
-        };
-        if tx.send(Ok(resp)).await.is_err() {
-            return;
+        }))
+    }
+
+    /// Renews lease `id` here if this member tracks expiry, or else through the leader; the
+    /// TTL it has now. As etcd's `LeaseRenew` on a follower, a renewal waits up to
+    /// [`LEADER_WAIT`] for a leader while there is none, or while leadership moves (the
+    /// forwarding stream broke and another member leads now, or this member was elected and
+    /// takes the leases over): the client's stream lives on across a leader change.
+    async fn renew(&mut self, id: i64) -> Result<i64, Status> {
+        let ctx = Arc::clone(&self.service.ctx);
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        let mut role = ctx.node.role();
+        loop {
+            match ctx.store.lessor().renew(id, EXPIRED_RENEW_WAIT).await {
+                Renewal::Renewed(ttl) => return Ok(ttl),
+                // etcd answers an unknown (or just revoked) lease with TTL 0, not an error.
+                Renewal::NotFound => return Ok(0),
+                Renewal::Expired => return Err(EtcdError::Timeout.into()),
+                // Only the leader tracks expiry: a follower forwards the keep-alive to it.
+                Renewal::NotPrimary => {}
+            }
+            role.borrow_and_update();
+            let leader = ctx.leader();
+            let mut failure = None;
+            if leader.is_some_and(|l| l != ctx.member.id) {
+                match forward_keep_alive(&self.service, &mut self.forward, &self.md, id).await {
+                    Ok(ttl) => return Ok(ttl),
+                    // The leader's own answer (the lease expired there): final.
+                    Err(status) if status.message() == EtcdError::Timeout.to_string() => {
+                        return Err(status);
+                    }
+                    Err(status) => failure = Some(status),
+                }
+            }
+            // No leader, this member taking the leases over, or the leader failed: wait
+            // (bounded) for leadership to move, then try again; a failure that no change of
+            // leader explains is the answer.
+            let moved = if leader == Some(ctx.member.id) {
+                // Promotion follows the role change within a moment.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::Instant::now() < deadline
+            } else {
+                let changed = async {
+                    while role.changed().await.is_ok() {
+                        if role.borrow_and_update().leader != leader {
+                            return true;
+                        }
+                    }
+                    false
+                };
+                matches!(tokio::time::timeout_at(deadline, changed).await, Ok(true))
+            };
+            if !moved {
+                return Err(failure.unwrap_or_else(|| EtcdError::NoLeader.into()));
+            }
         }
     }
+}
+
+/// The responses to one client keep-alive stream. They are computed as the response stream
+/// is polled, on the connection's own task, rather than on a task of their own that hands
+/// them over through a channel: a keep-alive whose request is already in is answered in the
+/// same poll that sends the response headers (one write for both, as etcd's clientv3
+/// `KeepAliveOnce` opens a stream per keep-alive), with no cross-task wake-ups. An error
+/// ends the stream.
+fn keep_alive_stream(
+    service: LeaseService,
+    md: tonic::metadata::MetadataMap,
+    requests: Streaming<LeaseKeepAliveRequest>,
+) -> KeepAliveStream {
+    let stop = service.stop.subscribe();
+    let state = KeepAlive {
+        service,
+        md,
+        requests,
+        stop,
+        forward: None,
+    };
+    Box::pin(futures::stream::unfold(Some(state), |state| async move {
+        let mut state = state?;
+        match state.next().await? {
+            Ok(resp) => Some((Ok(resp), Some(state))),
+            Err(status) => Some((Err(status), None)),
+        }
+    }))
 }
 
 #[tonic::async_trait]
@@ -289,6 +451,9 @@ impl Lease for LeaseService {
         if req.ttl > MAX_LEASE_TTL {
             return Err(EtcdError::LeaseTtlTooLarge.into());
         }
+        // etcd's quotaLeaseServer: a grant adds a lease record to the backend.
+        let cost = (prost::Message::encoded_len(&req) + LEASE_OVERHEAD_BYTES) as u64;
+        self.ctx.check_quota(cost).await?;
         if req.id == 0 {
             req.id = self.new_id();
         }
@@ -333,10 +498,8 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        let requests = request.into_inner();
-        let (tx, rx) = tokio::sync::mpsc::channel(KEEP_ALIVE_BUFFER);
-        tokio::spawn(keep_alive_loop(self.clone(), requests, tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let (md, _, requests) = request.into_parts();
+        Ok(Response::new(keep_alive_stream(self.clone(), md, requests)))
     }
 
     async fn lease_time_to_live(
@@ -345,11 +508,20 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         self.check_lease_keys(request.metadata(), &[request.get_ref().id])
             .await?;
-        let req = request.into_inner();
-        // Remaining TTLs are known to the leader only (followers' leases never expire).
+        let (md, _, req) = request.into_parts();
+        // Remaining TTLs are known to the leader only (followers' leases never expire); the
+        // leader checks the caller's permissions again.
         if self.ctx.node.role().borrow().role != curp::core::Role::Leader {
-            let (_, mut client) = self.leader_client().await?;
-            let mut resp = client.lease_time_to_live(req).await?.into_inner();
+            let (leader, mut client) = self.leader_client().await?;
+            let mut forwarded = Request::new(req);
+            crate::tls::forward_identity(&md, forwarded.metadata_mut());
+            let mut resp = match client.lease_time_to_live(forwarded).await {
+                Ok(resp) => resp.into_inner(),
+                Err(status) => {
+                    self.forget_leader(leader);
+                    return Err(status);
+                }
+            };
             resp.header = self.header();
             return Ok(Response::new(resp));
         }

@@ -6,9 +6,11 @@
 //!   backend is over `--quota-backend-bytes` raises NOSPACE itself (in the KV service).
 //! - Hash and HashKV: see `mvcc::store::maintenance` for what is hashed.
 //! - Defragment compacts this member's backend file and answers once it is done.
-//! - Snapshot streams a consistent image of the store ([`crate::restore`] describes the format)
-//!   in 32 KiB chunks, then the SHA-256 of everything sent, as etcd does; `etcdctl snapshot
-//!   save` writes it to a file and `xline snapshot restore` builds a data directory from it.
+//! - Snapshot streams a consistent image of the store as etcd 3.4's backend file (a bbolt
+//!   database in etcd's bucket layout, see [`crate::bolt::etcd`]) in 32 KiB chunks, then the
+//!   SHA-256 of everything sent, as etcd does: `etcdctl snapshot save` writes it to a file that
+//!   `etcdctl snapshot status` reads, `etcdctl snapshot restore` turns into a data directory etcd
+//!   starts from, and `xline snapshot restore` turns into one xline starts from.
 //! - Downgrade answers as etcd 3.5 does for a cluster at version 3.5: the only valid target is
 //!   3.4; enabling stores the downgrade state through consensus (shown by Status) and cancelling
 //!   clears it. Nothing is actually downgraded: no member of another version exists.
@@ -17,6 +19,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
+use prost::Message as _;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 use xline_proto::etcdserverpb::maintenance_server::Maintenance;
@@ -31,9 +34,13 @@ use crate::command::{self, Command};
 use crate::error::{EtcdError, ServerError};
 use crate::mvcc::store::{CommandResponse, KvStore};
 use crate::server::{ETCD_VERSION, ServerContext};
+use crate::storage::schema::Table;
 
 /// etcd's snapshot chunk size (`snapshotSendBufferSize`).
 const SNAPSHOT_CHUNK: usize = 32 * 1024;
+
+/// The bbolt transaction id of a snapshot file (any: a restored etcd continues from it).
+const SNAPSHOT_TXID: u64 = 2;
 
 /// The cluster version Downgrade reports and downgrades from (major, minor).
 const CLUSTER_VERSION: (i64, i64) = (3, 5);
@@ -274,10 +281,23 @@ impl Maintenance for MaintenanceService {
             .check_admin(md)
             .await
             .map_err(ServerError::from)?;
+        // etcd's `members` bucket holds every member of the cluster, also those that have not
+        // started (published) yet: the members as MemberList shows them.
+        let members = crate::service::ClusterService::new(Arc::clone(&self.ctx)).members()?;
         let (body, revision) = self
-            .blocking(|store| {
+            .blocking(move |store| {
+                let mut tables = store.snapshot_tables()?;
+                for (table, pairs) in &mut tables {
+                    if *table == Table::Members {
+                        *pairs = members
+                            .iter()
+                            .map(|m| (m.id.to_be_bytes().to_vec(), m.encode_to_vec()))
+                            .collect();
+                    }
+                }
                 let revision = store.current_revision();
-                Ok((crate::restore::snapshot_body(&store.snapshot()?), revision))
+                let buckets = crate::bolt::etcd::etcd_buckets(&tables)?;
+                Ok((crate::bolt::write_db(&buckets, SNAPSHOT_TXID), revision))
             })
             .await?;
         let header = Some(self.ctx.header(revision));

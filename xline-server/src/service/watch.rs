@@ -38,8 +38,9 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let token = crate::auth::AuthStore::token_of(request.metadata());
-        let responses = self.hub.open_stream_as(request.into_inner(), token);
+        // The token, or the certificate's user when there is none (etcd's AuthInfoFromCtx).
+        let caller = crate::auth::Caller::of(request.metadata());
+        let responses = self.hub.open_stream_as(request.into_inner(), caller);
         Ok(Response::new(ReceiverStream::new(responses)))
     }
 }

@@ -459,6 +459,57 @@ pub(super) fn check_reopen_after_defragment(open: Factory<'_>) {
     assert_eq!(get(&*b, Table::Meta, b"m"), Some(b"2".to_vec()));
 }
 
+/// Reads observe every write that returned (also reads taken between writes, which a backend
+/// may serve from a shared read snapshot), reads racing writes never go back in time, and
+/// defragmenting works right after reads.
+pub(super) fn check_reads_follow_writes(open: Factory<'_>) {
+    let dir = tempdir();
+    let b = open(dir.path());
+    for i in 0u32..50 {
+        put(&*b, Table::Kv, b"k", &i.to_be_bytes());
+        assert_eq!(get(&*b, Table::Kv, b"k"), Some(i.to_be_bytes().to_vec()));
+        assert_eq!(range(&*b, Table::Kv, b"", b"", 0), keys(&[b"k"]));
+    }
+    delete(&*b, Table::Kv, b"k");
+    assert_eq!(get(&*b, Table::Kv, b"k"), None);
+    assert!(range(&*b, Table::Kv, b"", b"", 0).is_empty());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut last = 0u32;
+                    while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                        if let Some(v) = get(&*b, Table::Kv, b"c") {
+                            let v = u32::from_be_bytes(v.try_into().expect("4 bytes"));
+                            assert!(v >= last, "read {v} after {last}");
+                            last = v;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for i in 1u32..=300 {
+            put(&*b, Table::Kv, b"c", &i.to_be_bytes());
+            assert_eq!(get(&*b, Table::Kv, b"c"), Some(i.to_be_bytes().to_vec()));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        for r in readers {
+            r.join().expect("reader");
+        }
+    });
+    b.defragment().expect("defragment after reads");
+    assert_eq!(
+        get(&*b, Table::Kv, b"c"),
+        Some(300u32.to_be_bytes().to_vec())
+    );
+    put(&*b, Table::Kv, b"c", &301u32.to_be_bytes());
+    assert_eq!(
+        get(&*b, Table::Kv, b"c"),
+        Some(301u32.to_be_bytes().to_vec())
+    );
+}
+
 /// The tests every engine runs; expects a `factory` function in scope.
 macro_rules! common_tests {
     () => {
@@ -501,6 +552,10 @@ macro_rules! common_tests {
         #[test]
         fn defragment_keeps_contents() {
             check_defragment_keeps_contents(&factory);
+        }
+        #[test]
+        fn reads_follow_writes() {
+            check_reads_follow_writes(&factory);
         }
     };
 }

@@ -59,3 +59,14 @@ pub fn open_backend(kind: BackendKind, dir: &Path) -> Result<Arc<dyn Backend>, B
         BackendKind::Memory => Arc::new(MemoryBackend::new()),
     })
 }
+
+/// Makes the entries of directory `dir` durable (files created, renamed or removed in it):
+/// a file's own fsync does not cover its name. Called after creating or renaming durable
+/// files, and on a new directory's parent.
+///
+/// # Errors
+///
+/// The I/O error of opening or syncing the directory.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}

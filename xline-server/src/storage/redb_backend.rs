@@ -10,16 +10,27 @@
 //! crash loses a suffix of non-durable batches, never a partial batch. Reads run in read
 //! transactions, which are consistent snapshots.
 //!
+//! Reads share one read transaction (with its tables opened) taken after the newest commit: every
+//! write drops it once committed, and the next read takes a fresh one. Opening a read transaction
+//! and its table costs more than a point read, and the state machine reads the previous value of
+//! every key it puts, so this saves most of the cost of a read while applying a batch (and of a
+//! linearizable read of a few keys).
+//!
 //! [`Backend::defragment`] is redb's `Database::compact`, which needs the database to itself:
 //! every read and write holds a shared lock on the database handle for its duration, and
-//! defragmentation takes it exclusively. [`Backend::size_in_use`] is the file size less the
+//! defragmentation takes it exclusively (and drops the shared read transaction). [`Backend::size_in_use`] is the file size less the
 //! pages redb reports free (`fragmented_bytes`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::RwLock;
-use redb::{Database, Durability, ReadableDatabase, TableDefinition, TableError, WriteTransaction};
+use parking_lot::{Mutex, RwLock};
+use redb::{
+    Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, TableDefinition,
+    TableError, WriteTransaction,
+};
 
 use super::backend::{Backend, BackendError, Pair, WriteBatch, WriteOp};
 use super::schema::Table;
@@ -32,12 +43,57 @@ fn definition(table: Table) -> TableDefinition<'static, &'static [u8], &'static 
     TableDefinition::new(table.name())
 }
 
+/// A read transaction's tables, in [`Table::ALL`] order (`None`: the table does not exist).
+struct ReadView {
+    tables: Vec<Option<ReadOnlyTable<&'static [u8], &'static [u8]>>>,
+    /// The transaction (dropped after its tables).
+    _txn: ReadTransaction,
+}
+
+impl ReadView {
+    /// A read transaction on the newest commit of `db`, with every table opened.
+    fn new(db: &Database) -> Result<Self, BackendError> {
+        let txn = db.begin_read().map_err(|e| BackendError::new("read", e))?;
+        let mut tables = Vec::with_capacity(Table::ALL.len());
+        for table in Table::ALL {
+            tables.push(match txn.open_table(definition(table)) {
+                Ok(t) => Some(t),
+                Err(TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(BackendError::new("read", e)),
+            });
+        }
+        Ok(Self { tables, _txn: txn })
+    }
+
+    fn table(&self, table: Table) -> Option<&ReadOnlyTable<&'static [u8], &'static [u8]>> {
+        let idx = Table::ALL.iter().position(|t| *t == table)?;
+        self.tables.get(idx)?.as_ref()
+    }
+}
+
 /// A [`Backend`] storing every table in one redb database file.
-#[derive(Debug)]
 pub struct RedbBackend {
     /// Shared by every transaction, exclusive for [`Database::compact`].
     db: RwLock<Database>,
+    /// The read view of the newest commit, once a read asked for it (taken and dropped under
+    /// this lock; a write drops it after committing, so reads observe every returned write).
+    view: Mutex<Option<Arc<ReadView>>>,
     path: PathBuf,
+    /// The file's length as of the last commit or compaction: the file changes length only
+    /// then, so [`Backend::size`] (asked before every write proposal by the quota check)
+    /// answers without a `statx` per request.
+    size: AtomicU64,
+    /// Held from a commit (or compaction) until its length is recorded, so that a later
+    /// commit's length is never overwritten by an earlier one's.
+    resize: Mutex<()>,
+}
+
+impl std::fmt::Debug for RedbBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbBackend")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RedbBackend {
@@ -47,16 +103,50 @@ impl RedbBackend {
         fs::create_dir_all(dir).map_err(|e| BackendError::new("open", e))?;
         let path = dir.join(REDB_FILE_NAME);
         let db = Database::create(&path).map_err(|e| BackendError::new("open", e))?;
+        // The file's name (and a new `dir`'s) is durable, not only its contents.
+        for d in [Some(dir), dir.parent()].into_iter().flatten() {
+            if !d.as_os_str().is_empty() {
+                super::sync_dir(d).map_err(|e| BackendError::new("open", e))?;
+            }
+        }
         let txn = Self::begin(&db, Durability::Immediate)?;
         for table in Table::ALL {
             txn.open_table(definition(table))
                 .map_err(|e| BackendError::new("open", e))?;
         }
         txn.commit().map_err(|e| BackendError::new("open", e))?;
+        let size = AtomicU64::new(file_size(&path)?);
         Ok(Self {
             db: RwLock::new(db),
+            view: Mutex::new(None),
             path,
+            size,
+            resize: Mutex::new(()),
         })
+    }
+
+    /// Records the file's length after a commit or compaction changed it; the caller holds
+    /// `resize` from before that change.
+    fn refresh_size(&self) -> Result<(), BackendError> {
+        self.size.store(file_size(&self.path)?, Ordering::Release);
+        Ok(())
+    }
+
+    /// The shared read view (taken now if there is none). The caller holds the database lock
+    /// while it uses the view, so that defragmentation waits for it.
+    fn view(&self, db: &Database) -> Result<Arc<ReadView>, BackendError> {
+        let mut view = self.view.lock();
+        if let Some(v) = &*view {
+            return Ok(Arc::clone(v));
+        }
+        let fresh = Arc::new(ReadView::new(db)?);
+        *view = Some(Arc::clone(&fresh));
+        Ok(fresh)
+    }
+
+    /// Drops the shared read view: the next read sees every commit made so far.
+    fn drop_view(&self) {
+        *self.view.lock() = None;
     }
 
     /// The path of the database file.
@@ -75,14 +165,19 @@ impl RedbBackend {
     }
 }
 
+/// The length of the file at `path`.
+fn file_size(path: &Path) -> Result<u64, BackendError> {
+    fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| BackendError::new("size", e))
+}
+
 impl Backend for RedbBackend {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         let db = self.db.read();
-        let txn = db.begin_read().map_err(|e| BackendError::new("read", e))?;
-        let t = match txn.open_table(definition(table)) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(BackendError::new("read", e)),
+        let view = self.view(&db)?;
+        let Some(t) = view.table(table) else {
+            return Ok(None);
         };
         let value = t.get(key).map_err(|e| BackendError::new("read", e))?;
         Ok(value.map(|v| v.value().to_vec()))
@@ -99,11 +194,9 @@ impl Backend for RedbBackend {
             return Ok(Vec::new());
         }
         let db = self.db.read();
-        let txn = db.begin_read().map_err(|e| BackendError::new("read", e))?;
-        let t = match txn.open_table(definition(table)) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(BackendError::new("read", e)),
+        let view = self.view(&db)?;
+        let Some(t) = view.table(table) else {
+            return Ok(Vec::new());
         };
         let iter = if end.is_empty() {
             t.range(start..)
@@ -160,19 +253,28 @@ impl Backend for RedbBackend {
                 }
             }
         }
-        txn.commit().map_err(|e| BackendError::new("write", e))
+        let resize = self.resize.lock();
+        let committed = txn.commit().map_err(|e| BackendError::new("write", e));
+        // Even after a failed commit: a read taken before it must not outlive it unnoticed.
+        self.drop_view();
+        committed?;
+        self.refresh_size()?;
+        drop(resize);
+        Ok(())
     }
 
     fn sync(&self) -> Result<(), BackendError> {
         let db = self.db.read();
         let txn = Self::begin(&db, Durability::Immediate)?;
-        txn.commit().map_err(|e| BackendError::new("sync", e))
+        let resize = self.resize.lock();
+        txn.commit().map_err(|e| BackendError::new("sync", e))?;
+        self.refresh_size()?;
+        drop(resize);
+        Ok(())
     }
 
     fn size(&self) -> Result<u64, BackendError> {
-        fs::metadata(&self.path)
-            .map(|m| m.len())
-            .map_err(|e| BackendError::new("size", e))
+        Ok(self.size.load(Ordering::Acquire))
     }
 
     fn size_in_use(&self) -> Result<u64, BackendError> {
@@ -187,11 +289,19 @@ impl Backend for RedbBackend {
     fn defragment(&self) -> Result<(), BackendError> {
         self.sync()?;
         let mut db = self.db.write();
+        // No read may be live while compacting; reads take a new view once it is done.
+        self.drop_view();
         // `compact` returns whether it moved anything; either way the file is as small as it
         // gets, and every commit before it is durable.
-        db.compact()
+        let resize = self.resize.lock();
+        let compacted = db
+            .compact()
             .map(drop)
-            .map_err(|e| BackendError::new("defragment", e))
+            .map_err(|e| BackendError::new("defragment", e));
+        // Even after a failed compaction: it may have moved pages and shrunk the file.
+        let refreshed = self.refresh_size();
+        drop(resize);
+        compacted.and(refreshed)
     }
 
     fn name(&self) -> &'static str {

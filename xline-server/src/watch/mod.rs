@@ -36,6 +36,7 @@ use xline_proto::etcdserverpb::{
 };
 use xline_proto::mvccpb::Event;
 
+use crate::auth::Caller;
 use crate::config::GRPC_OVERHEAD_BYTES;
 use crate::error::{EtcdError, ServerError};
 use crate::mvcc::store::AppliedEvents;
@@ -98,18 +99,18 @@ impl WatchHub {
     where
         S: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
     {
-        self.open_stream_as(requests, None)
+        self.open_stream_as(requests, Caller::default())
     }
 
-    /// [`Self::open_stream`] for a client whose auth token is `token`: with auth enabled, each
-    /// create request is refused unless the token's user may read the range.
-    pub fn open_stream_as<S>(&self, requests: S, token: Option<String>) -> mpsc::Receiver<WatchItem>
+    /// [`Self::open_stream`] for `caller`: with auth enabled, each create request is refused
+    /// unless the caller's user may read the range.
+    pub fn open_stream_as<S>(&self, requests: S, caller: Caller) -> mpsc::Receiver<WatchItem>
     where
         S: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
     {
         let (tx, rx) = mpsc::channel(OUT_CHANNEL_CAPACITY);
         let mut stream = WatchStream::new(Arc::clone(&self.ctx));
-        stream.token = token;
+        stream.caller = caller;
         let stop = self.stop.subscribe();
         tokio::spawn(stream.run(requests, tx, stop));
         rx
@@ -132,8 +133,8 @@ struct WatchStream {
     /// A progress request waiting for every watcher to have sent everything up to this revision.
     progress_wanted: Option<i64>,
     out: VecDeque<WatchResponse>,
-    /// The client's auth token (`crate::auth`).
-    token: Option<String>,
+    /// The client's credentials (`crate::auth`).
+    caller: Caller,
 }
 
 impl WatchStream {
@@ -147,7 +148,7 @@ impl WatchStream {
             unsynced: false,
             progress_wanted: None,
             out: VecDeque::new(),
-            token: None,
+            caller: Caller::default(),
         }
     }
 
@@ -282,7 +283,7 @@ impl WatchStream {
 
     fn create(&mut self, req: &WatchCreateRequest, current: i64) -> Result<i64, WatchError> {
         let auth = self.ctx.store.auth();
-        if !auth.permits_read(self.token.as_deref(), &req.key, &req.range_end) {
+        if !auth.permits_read(&self.caller, &req.key, &req.range_end) {
             return Err(WatchError::PermissionDenied);
         }
         let range = KeyRange::new(&req.key, &req.range_end)?;

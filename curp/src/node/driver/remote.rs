@@ -324,13 +324,18 @@ where
         match event {
             Event::Proposed { id, conflict, term } => {
                 let speculated = self.client.speculated.remove(&id).flatten();
-                if let Some(reply) = self
-                    .client
-                    .pending
-                    .get_mut(&id)
-                    .and_then(|p| p.proposed.take())
+                let output = if conflict { None } else { speculated };
+                // F3: without a speculative result (a conflict, or the executor would not
+                // speculate) the client needs the ordered one: the answer waits for it
+                // (`client_outputs` sends it as `FastReply::Applied`), which saves the client
+                // a `WaitSynced` round trip to this leader.
+                if output.is_some()
+                    && let Some(reply) = self
+                        .client
+                        .pending
+                        .get_mut(&id)
+                        .and_then(|p| p.proposed.take())
                 {
-                    let output = if conflict { None } else { speculated };
                     let _ = reply.send(Ok(FastReply::Speculated { term, output }));
                 }
                 None

@@ -8,7 +8,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use crate::error::{CtlError, ExitCode};
 use crate::gofmt;
 use crate::printer::{Format, Out, Printer};
-use crate::rpc::{ConnCfg, Rpc};
+use crate::rpc::{ConnCfg, Rpc, TlsFlags, tls_options};
 use crate::{cmd_cluster, cmd_kv, cmd_lease, cmd_misc, cmd_watch, mirror};
 
 /// A simple command line client for etcd3 (and Xline).
@@ -149,21 +149,25 @@ impl Global {
             ("key", &self.key),
             ("cacert", &self.cacert),
         ] {
-            match v.as_deref() {
-                Some("") => {
-                    return Err(CtlError::args(format!(
-                        "empty string is passed to --{name} option"
-                    )));
-                }
-                Some(_) => return Err(CtlError::args("TLS is not supported yet")),
-                None => {}
+            if v.as_deref() == Some("") {
+                return Err(CtlError::args(format!(
+                    "empty string is passed to --{name} option"
+                )));
             }
         }
+        let tls = tls_options(&TlsFlags {
+            cert: self.cert.as_deref(),
+            key: self.key.as_deref(),
+            cacert: self.cacert.as_deref(),
+            insecure_transport: self.insecure_transport,
+            insecure_skip_verify: self.insecure_skip_tls_verify,
+        })?;
         Ok(ConnCfg {
             endpoints,
             dial_timeout: self.dial_timeout,
             command_timeout: self.command_timeout,
             user: self.auth()?,
+            tls,
         })
     }
 
@@ -321,11 +325,31 @@ mod tests {
     }
 
     #[test]
-    fn tls_flags_are_refused() {
-        let cli = parse(&["--cacert", "/ca.pem", "get", "a"]);
+    fn tls_flags_pick_the_transport_like_etcdctl() {
+        // No TLS flag: plaintext.
+        let cli = parse(&["get", "a"]);
+        assert!(cli.global.conn_cfg(vec![]).expect("cfg").tls.is_none());
+        // `--insecure-transport=false` alone: TLS against the system's roots.
+        let cli = parse(&["--insecure-transport=false", "get", "a"]);
+        assert!(cli.global.conn_cfg(vec![]).expect("cfg").tls.is_some());
+        // A certificate without its key is refused before dialling, as etcdctl does.
+        let cli = parse(&["--cert", "/c.pem", "get", "a"]);
+        let err = cli.global.conn_cfg(vec![]).expect_err("cert without key");
+        assert_eq!(err.code, ExitCode::BadArgs);
         assert_eq!(
-            cli.global.conn_cfg(vec![]).expect_err("tls").msg,
-            "TLS is not supported yet"
+            err.msg,
+            "KeyFile and CertFile must both be present[key: , cert: /c.pem]"
+        );
+        let cli = parse(&["--cacert", "", "get", "a"]);
+        assert_eq!(
+            cli.global.conn_cfg(vec![]).expect_err("empty").msg,
+            "empty string is passed to --cacert option"
+        );
+        // An unreadable CA bundle is a bad argument.
+        let cli = parse(&["--cacert", "/nonexistent/ca.pem", "get", "a"]);
+        assert_eq!(
+            cli.global.conn_cfg(vec![]).expect_err("missing ca").code,
+            ExitCode::BadArgs
         );
     }
 }

@@ -264,57 +264,60 @@ pub async fn endpoint(g: &Global, a: EndpointArgs, out: &mut Out) -> Result<(), 
     let eps = endpoints(g, a.cluster).await?;
     match a.cmd {
         EndpointCmd::Health => {
-            let mut tasks = Vec::new();
+            // Listed in the order the checks finish, as etcdctl collects them from a channel.
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             for ep in eps {
                 let g = g.clone();
-                tasks.push(tokio::spawn(async move {
-                    let rpc = match connect_one(&g, &ep).await {
-                        Ok(r) => r,
-                        Err(e) => {
-                            return EpHealth {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let health = async move {
+                        let rpc = match connect_one(&g, &ep).await {
+                            Ok(r) => r,
+                            Err(e) => {
+                                return EpHealth {
+                                    ep,
+                                    health: false,
+                                    took: String::new(),
+                                    error: e.msg,
+                                };
+                            }
+                        };
+                        let start = Instant::now();
+                        let r = rpc
+                            .range(RangeRequest {
+                                key: b"health".to_vec(),
+                                ..Default::default()
+                            })
+                            .await;
+                        let took = gofmt::duration(start.elapsed());
+                        match r {
+                            Ok(_) => EpHealth {
+                                ep,
+                                health: true,
+                                took,
+                                error: String::new(),
+                            },
+                            Err(e) if e.msg == "etcdserver: permission denied" => EpHealth {
+                                ep,
+                                health: true,
+                                took,
+                                error: String::new(),
+                            },
+                            Err(e) => EpHealth {
                                 ep,
                                 health: false,
-                                took: String::new(),
+                                took,
                                 error: e.msg,
-                            };
+                            },
                         }
                     };
-                    let start = Instant::now();
-                    let r = rpc
-                        .range(RangeRequest {
-                            key: b"health".to_vec(),
-                            ..Default::default()
-                        })
-                        .await;
-                    let took = gofmt::duration(start.elapsed());
-                    match r {
-                        Ok(_) => EpHealth {
-                            ep,
-                            health: true,
-                            took,
-                            error: String::new(),
-                        },
-                        Err(e) if e.msg == "etcdserver: permission denied" => EpHealth {
-                            ep,
-                            health: true,
-                            took,
-                            error: String::new(),
-                        },
-                        Err(e) => EpHealth {
-                            ep,
-                            health: false,
-                            took,
-                            error: e.msg,
-                        },
-                    }
-                }));
+                    let _ = tx.send(health.await);
+                });
             }
+            drop(tx);
             let mut list = Vec::new();
-            for t in tasks {
-                list.push(
-                    t.await
-                        .map_err(|e| CtlError::new(ExitCode::Error, e.to_string()))?,
-                );
+            while let Some(h) = rx.recv().await {
+                list.push(h);
             }
             p.endpoint_health(out, &list)?;
             if list.iter().any(|h| !h.error.is_empty()) {

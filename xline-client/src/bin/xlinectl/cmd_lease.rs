@@ -1,7 +1,5 @@
 //! `lease grant|revoke|timetolive|list|keep-alive`.
 
-use std::time::Duration;
-
 use clap::{Args, Subcommand};
 
 use crate::cli::Global;
@@ -119,17 +117,10 @@ pub async fn run(g: &Global, c: LeaseCmd, out: &mut Out) -> Result<(), CtlError>
             let id = lease_arg(&a.args[0])?;
             let rpc = g.connect().await?;
             if a.once {
-                let mut stream = rpc
-                    .lease_keep_alive(id, None)
+                let resp = rpc
+                    .lease_keep_alive_once(id)
                     .await
                     .map_err(|e| e.with_code(ExitCode::BadConnection))?;
-                let resp = stream
-                    .message()
-                    .await
-                    .map_err(|e| CtlError::from(e).with_code(ExitCode::BadConnection))?
-                    .ok_or_else(|| {
-                        CtlError::new(ExitCode::BadConnection, "keep-alive stream closed")
-                    })?;
                 if resp.ttl <= 0 {
                     return Err(CtlError::new(
                         ExitCode::BadConnection,
@@ -138,23 +129,13 @@ pub async fn run(g: &Global, c: LeaseCmd, out: &mut Out) -> Result<(), CtlError>
                 }
                 return p.keep_alive(out, &resp);
             }
-            // The first renewal goes out at once; then every third of the TTL, as clientv3 does.
-            let mut stream = rpc
-                .lease_keep_alive(id, Some(Duration::from_secs(1)))
-                .await
-                .map_err(|e| e.with_code(ExitCode::BadConnection))?;
-            let mut last_print = None::<tokio::time::Instant>;
-            while let Ok(Some(resp)) = stream.message().await {
-                if resp.ttl <= 0 {
-                    break;
-                }
-                // clientv3 renews every TTL/3; print at that pace.
-                let every = Duration::from_secs((resp.ttl as u64 / 3).max(1));
-                if last_print.is_none_or(|t| t.elapsed() >= every) {
-                    p.keep_alive(out, &resp)?;
-                    out.flush();
-                    last_print = Some(tokio::time::Instant::now());
-                }
+            // The first renewal goes out at once, then one every third of the TTL (as clientv3
+            // does), over a stream the library re-opens elsewhere if its member fails; every
+            // answer is printed. The answers end when the lease is gone.
+            let (_keeper, mut answers) = rpc.lease_keep_alive(id);
+            while let Some(resp) = answers.recv().await {
+                p.keep_alive(out, &resp)?;
+                out.flush();
             }
             if p.format == Format::Simple {
                 out.line(format!("lease {id:016x} expired or revoked."));

@@ -173,23 +173,14 @@ pub struct LockArgs {
 /// A lease kept alive in the background (etcd's concurrency session).
 struct Session {
     id: i64,
-    lost: tokio::sync::oneshot::Receiver<()>,
+    /// The keep-alive task (failing over with the library); it ends when the lease is lost.
+    keeper: xline_client::KeepAliveHandle,
 }
 
 async fn session(rpc: &Rpc, ttl: i64) -> Result<Session, CtlError> {
     let id = rpc.lease_grant(ttl).await?.id;
-    let every = Duration::from_secs((ttl as u64 / 3).max(1));
-    let mut stream = rpc.lease_keep_alive(id, Some(every)).await?;
-    let (tx, lost) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        while let Ok(Some(r)) = stream.message().await {
-            if r.ttl <= 0 {
-                break;
-            }
-        }
-        let _ = tx.send(());
-    });
-    Ok(Session { id, lost })
+    let keeper = rpc.lease_keep_alive_task(id);
+    Ok(Session { id, keeper })
 }
 
 async fn wait_signal() {
@@ -261,7 +252,7 @@ pub async fn lock(g: &Global, a: LockArgs, out: &mut Out) -> Result<(), CtlError
             let _ = rpc.lease_revoke(s.id).await;
             Ok(())
         }
-        _ = s.lost => Err(CtlError::new(ExitCode::Error, "session expired")),
+        _ = s.keeper.wait() => Err(CtlError::new(ExitCode::Error, "session expired")),
     }
 }
 
@@ -286,7 +277,7 @@ pub async fn elect(g: &Global, a: ElectArgs, out: &mut Out) -> Result<(), CtlErr
     let rpc = g.connect().await?;
     let name = a.args[0].clone().into_bytes();
     if a.listen {
-        let mut stream = rpc.observe(name).await?;
+        let mut stream = rpc.observe(name);
         loop {
             tokio::select! {
                 m = stream.message() => match m? {
@@ -328,7 +319,7 @@ pub async fn elect(g: &Global, a: ElectArgs, out: &mut Out) -> Result<(), CtlErr
             let _ = rpc.lease_revoke(s.id).await;
             Ok(())
         }
-        _ = s.lost => Err(CtlError::new(ExitCode::Error, "elect: session expired")),
+        _ = s.keeper.wait() => Err(CtlError::new(ExitCode::Error, "elect: session expired")),
     }
 }
 

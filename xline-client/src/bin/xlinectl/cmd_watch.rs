@@ -3,9 +3,7 @@
 
 use clap::{Args, Parser};
 use tokio::io::AsyncBufReadExt;
-use xline_proto::etcdserverpb::{
-    WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse, watch_request,
-};
+use xline_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse, watch_request};
 
 use crate::cli::Global;
 use crate::cmd_kv::argify;
@@ -170,7 +168,7 @@ pub async fn watch(g: &Global, a: WatchArgs, out: &mut Out) -> Result<(), CtlErr
     }
     let req = create_request(&a, &args)?;
     let rpc = g.connect().await?;
-    let (_tx, mut stream) = rpc.watch(req).await?;
+    let (_watcher, mut stream) = rpc.watch(req).await?;
     while let Some(resp) = stream.message().await? {
         if resp.created && resp.events.is_empty() && !resp.canceled {
             continue;
@@ -194,7 +192,7 @@ async fn interactive(g: &Global, out: &mut Out) -> Result<(), CtlError> {
     let p = g.printer()?;
     let rpc = g.connect().await?;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let mut progress_senders = Vec::new();
+    let mut watchers = Vec::new();
     loop {
         let line = lines
             .next_line()
@@ -245,18 +243,14 @@ async fn interactive(g: &Global, out: &mut Out) -> Result<(), CtlError> {
                         continue;
                     }
                 };
-                let (tx, stream) = rpc.watch(req).await?;
-                progress_senders.push(tx);
+                let (watcher, stream) = rpc.watch(req).await?;
+                watchers.push(watcher);
                 spawn_printer(p.clone(), stream, wa.exec);
             }
             "progress" => {
-                for tx in &progress_senders {
-                    let req = WatchRequest {
-                        request_union: Some(watch_request::RequestUnion::ProgressRequest(
-                            WatchProgressRequest {},
-                        )),
-                    };
-                    let _ = tx.send(req).await;
+                for watcher in &watchers {
+                    // A watch that has ended takes no more requests; nothing to report.
+                    let _ = watcher.request_progress();
                 }
             }
             _ => {
@@ -267,7 +261,7 @@ async fn interactive(g: &Global, out: &mut Out) -> Result<(), CtlError> {
     }
 }
 
-fn spawn_printer(p: Printer, mut stream: tonic::Streaming<WatchResponse>, exec: Vec<String>) {
+fn spawn_printer(p: Printer, mut stream: xline_client::WatchStream, exec: Vec<String>) {
     tokio::spawn(async move {
         while let Ok(Some(resp)) = stream.message().await {
             if resp.created && resp.events.is_empty() && !resp.canceled {

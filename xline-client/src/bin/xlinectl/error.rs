@@ -110,6 +110,31 @@ impl From<tonic::Status> for CtlError {
     }
 }
 
+impl From<xline_client::Error> for CtlError {
+    /// The library's errors print as etcdctl prints what clientv3 returns: etcd's own errors
+    /// as their bare message, other statuses as Go gRPC formats them.
+    fn from(e: xline_client::Error) -> Self {
+        use xline_client::Error;
+        match e {
+            Error::Etcd { kind, .. } => Self::new(ExitCode::Error, kind.message()),
+            Error::Concurrency { kind, code } => {
+                Self::from(tonic::Status::new(code, kind.message()))
+            }
+            Error::Status(s) => Self::from(s),
+            Error::Timeout => deadline(),
+            // Every endpoint refused the dial until the retries ran out.
+            Error::Connect { endpoint, reason } => Self::new(
+                ExitCode::Error,
+                format!(
+                    "rpc error: code = Unavailable desc = connection error: dial {endpoint}: {reason}"
+                ),
+            ),
+            Error::InvalidArgs(msg) => Self::new(ExitCode::BadArgs, msg),
+            e => Self::new(ExitCode::Error, e.to_string()),
+        }
+    }
+}
+
 /// The deadline error Go's context reports.
 pub fn deadline() -> CtlError {
     CtlError::new(ExitCode::Error, "context deadline exceeded")

@@ -16,7 +16,7 @@ use xline_proto::etcdserverpb::{
 use crate::cli::Global;
 use crate::error::{CtlError, ExitCode};
 use crate::printer::{Out, prefix_range_end};
-use crate::rpc::{ConnCfg, Rpc};
+use crate::rpc::{ConnCfg, Rpc, TlsFlags, tls_options};
 
 /// Keys read per page during the initial sync (clientv3's mirror uses 1000).
 const BATCH: i64 = 1000;
@@ -65,14 +65,20 @@ pub async fn make_mirror(g: &Global, a: MirrorArgs, out: &mut Out) -> Result<(),
     if a.args.len() != 1 {
         return Err(CtlError::args("make-mirror takes one destination argument"));
     }
-    if a.dest_cert.is_some() || a.dest_key.is_some() || a.dest_cacert.is_some() {
-        return Err(CtlError::args("TLS is not supported yet"));
-    }
+    // The destination: its own TLS flags (no skip-verify, no auth), as etcdctl's make-mirror.
+    let tls = tls_options(&TlsFlags {
+        cert: a.dest_cert.as_deref(),
+        key: a.dest_key.as_deref(),
+        cacert: a.dest_cacert.as_deref(),
+        insecure_transport: a.dest_insecure_transport,
+        insecure_skip_verify: false,
+    })?;
     let dst_cfg = ConnCfg {
         endpoints: vec![a.args[0].clone()],
         dial_timeout: g.dial_timeout,
         command_timeout: g.command_timeout,
         user: None,
+        tls,
     };
     let dst = Rpc::connect(&dst_cfg).await?;
     let src = g.connect().await?;

@@ -409,17 +409,11 @@ impl Printer {
                 }
             }
             Format::Json => {
-                // clientv3.WatchResponse: Go field names, zero values printed.
+                // clientv3.WatchResponse: Go field names, zero values printed. clientv3 makes
+                // the events slice for every response it dispatches, so none is `null`.
                 let j = Obj::new()
                     .put("Header", json::header(&hdr_or_default(r.header.as_ref())))
-                    .put(
-                        "Events",
-                        if r.events.is_empty() {
-                            J::Null
-                        } else {
-                            J::Arr(r.events.iter().map(json::event).collect())
-                        },
-                    )
+                    .put("Events", J::Arr(r.events.iter().map(json::event).collect()))
                     .put("CompactRevision", J::I(r.compact_revision))
                     .put("Canceled", J::Bool(r.canceled))
                     .put("Created", J::Bool(r.created))
@@ -1340,6 +1334,16 @@ mod tests {
         assert_eq!(
             print(Format::Simple, |p, o| p.watch(o, &r)),
             "PUT\nfoo\n<a&b>\n"
+        );
+        // clientv3 hands over a made slice even without events (progress, cancel): `[]`.
+        let progress = WatchResponse {
+            header: hdr(),
+            ..Default::default()
+        };
+        assert!(
+            print(Format::Json, |p, o| p.watch(o, &progress)).contains("\"Events\":[],"),
+            "{}",
+            print(Format::Json, |p, o| p.watch(o, &progress))
         );
     }
 

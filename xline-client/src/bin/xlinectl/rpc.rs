@@ -1,20 +1,21 @@
 //! The calls xlinectl makes: etcd's request messages in, response messages out (the printers
-//! print the response messages themselves, as etcdctl does). One [`Rpc`] talks to the endpoints
-//! given on the command line, bounded by `--dial-timeout` and `--command-timeout`, and carries
-//! the auth token when `--user` is set.
+//! print the response messages themselves, as etcdctl does). Every call goes through the
+//! [`xline_client`] library's raw-request entry points (`*_request`), so it gets the library's
+//! endpoint balancing, failover, safe retries (reads on `Unavailable`, writes only when no
+//! connection was made) and auth token handling. xlinectl adds what etcdctl's command layer
+//! does: the blocking first dial within `--dial-timeout`, and `--command-timeout` on the calls
+//! etcdctl bounds with it (some, as etcdctl, run without a deadline).
 
 use std::future::Future;
 use std::time::Duration;
 
-use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Response, Status, Streaming};
-use xline_proto::etcdserverpb::{
-    auth_client::AuthClient, cluster_client::ClusterClient, kv_client::KvClient,
-    lease_client::LeaseClient, maintenance_client::MaintenanceClient, watch_client::WatchClient, *,
+use xline_client::{
+    Client, ConnectOptions, EtcdErrorKind, KeepAliveHandle, ObserveStream, SnapshotStream,
+    TlsOptions, WatchStream, Watcher,
 };
-use xline_proto::v3electionpb::{election_client::ElectionClient, *};
-use xline_proto::v3lockpb::{lock_client::LockClient, *};
+use xline_proto::etcdserverpb::*;
+use xline_proto::v3electionpb::*;
+use xline_proto::v3lockpb::*;
 
 use crate::error::{CtlError, ExitCode, deadline};
 
@@ -29,189 +30,199 @@ pub struct ConnCfg {
     pub command_timeout: Duration,
     /// `--user`/`--password`, split.
     pub user: Option<(String, String)>,
+    /// TLS, when the TLS flags ask for it.
+    pub tls: Option<TlsOptions>,
 }
 
-/// The URL tonic dials for an endpoint given as etcdctl takes it.
-pub fn endpoint_url(ep: &str) -> String {
-    if ep.contains("://") {
-        ep.to_owned()
+/// etcdctl's transport-security flags (global ones, or make-mirror's `--dest-*`).
+#[derive(Debug, Clone, Copy)]
+pub struct TlsFlags<'a> {
+    /// `--cert`.
+    pub cert: Option<&'a str>,
+    /// `--key`.
+    pub key: Option<&'a str>,
+    /// `--cacert`.
+    pub cacert: Option<&'a str>,
+    /// `--insecure-transport`.
+    pub insecure_transport: bool,
+    /// `--insecure-skip-tls-verify`.
+    pub insecure_skip_verify: bool,
+}
+
+/// The TLS settings the flags ask for, as etcdctl decides: any of `--cert`, `--key`,
+/// `--cacert` means TLS with those files; without them, `--insecure-transport=false` means TLS
+/// verified against the system's roots; `--insecure-skip-tls-verify` then skips verification.
+/// Otherwise plaintext. (Endpoints given as `http://` stay plaintext and `https://` ones use
+/// TLS whatever the flags, as in clientv3.)
+pub fn tls_options(f: &TlsFlags<'_>) -> Result<Option<TlsOptions>, CtlError> {
+    let nonempty = |v: Option<&str>| v.filter(|s| !s.is_empty()).map(str::to_owned);
+    let (cert, key, cacert) = (nonempty(f.cert), nonempty(f.key), nonempty(f.cacert));
+    let tls = if cert.is_some() || key.is_some() || cacert.is_some() {
+        if cert.is_some() != key.is_some() {
+            return Err(CtlError::args(format!(
+                "KeyFile and CertFile must both be present[key: {}, cert: {}]",
+                key.as_deref().unwrap_or_default(),
+                cert.as_deref().unwrap_or_default()
+            )));
+        }
+        let path = |p: &Option<String>| p.as_ref().map(std::path::PathBuf::from);
+        let opts = TlsOptions::from_files(
+            path(&cacert).as_deref(),
+            path(&cert).as_deref(),
+            path(&key).as_deref(),
+        )
+        .map_err(|e| CtlError::args(e.to_string()))?;
+        Some(opts)
+    } else if !f.insecure_transport {
+        Some(TlsOptions::new())
     } else {
-        format!("http://{ep}")
-    }
+        None
+    };
+    Ok(tls.map(|t| {
+        if f.insecure_skip_verify {
+            t.with_insecure_skip_verify(true)
+        } else {
+            t
+        }
+    }))
 }
 
 /// A connection to the cluster.
 #[derive(Debug, Clone)]
 pub struct Rpc {
-    channel: Channel,
-    token: Option<MetadataValue<tonic::metadata::Ascii>>,
+    client: Client,
     timeout: Duration,
 }
 
+/// The library's options for `cfg`, without the user.
+fn options(cfg: &ConnCfg) -> ConnectOptions {
+    // No per-call timeout in the library: xlinectl bounds the calls etcdctl bounds, and the
+    // retries (reads on `Unavailable`, anything never sent) go on until then, as clientv3's do.
+    let opts = ConnectOptions::new()
+        .with_dial_timeout(cfg.dial_timeout)
+        .with_max_retries(usize::MAX);
+    match &cfg.tls {
+        Some(tls) => opts.with_tls(tls.clone()),
+        None => opts,
+    }
+}
+
+/// What a failure to set the client up prints: etcdctl exits with `ExitBadConnection` when it
+/// cannot make its client.
+fn setup_error(e: xline_client::Error) -> CtlError {
+    match e {
+        xline_client::Error::InvalidArgs(msg) => CtlError::new(ExitCode::BadArgs, msg),
+        xline_client::Error::Tls(msg) => CtlError::new(ExitCode::BadArgs, msg),
+        e => CtlError::from(e).with_code(ExitCode::BadConnection),
+    }
+}
+
 impl Rpc {
-    /// Dials the endpoints (all of them, balanced) and authenticates when a user is configured.
+    /// Makes the client as etcdctl 3.4 does: endpoints are dialled when a call needs them (a
+    /// call to unreachable endpoints retries until `--command-timeout`, then fails with
+    /// `context deadline exceeded`, exit 1); with a user, it authenticates first, within
+    /// `--dial-timeout`, and a failure there exits with `ExitBadConnection` (2). When the
+    /// server says auth is not enabled, it goes on without a token, as clientv3 does.
     pub async fn connect(cfg: &ConnCfg) -> Result<Self, CtlError> {
-        let mut eps = Vec::new();
-        for ep in &cfg.endpoints {
-            let url = endpoint_url(ep);
-            if url.starts_with("https://") {
-                return Err(CtlError::new(
-                    ExitCode::BadConnection,
-                    "TLS is not supported yet",
-                ));
-            }
-            let e = Endpoint::from_shared(url)
-                .map_err(|e| CtlError::new(ExitCode::BadArgs, e.to_string()))?
-                .connect_timeout(cfg.dial_timeout)
-                .tcp_nodelay(true);
-            eps.push(e);
-        }
-        // etcdctl blocks until one endpoint is reachable, up to the dial timeout.
-        let dial = async {
-            for e in &eps {
-                if e.connect().await.is_ok() {
-                    return true;
+        let opts = options(cfg);
+        let client = match &cfg.user {
+            None => Client::connect(&cfg.endpoints, opts).await,
+            Some((name, password)) => {
+                let with_user =
+                    Client::connect(&cfg.endpoints, opts.clone().with_user(name, password));
+                match tokio::time::timeout(cfg.dial_timeout, with_user).await {
+                    Ok(Err(e)) if e.etcd_kind() == Some(EtcdErrorKind::AuthNotEnabled) => {
+                        Client::connect(&cfg.endpoints, opts).await
+                    }
+                    Ok(r) => r,
+                    Err(_) => Err(xline_client::Error::Timeout),
                 }
             }
-            false
-        };
-        let ok = tokio::time::timeout(cfg.dial_timeout, dial)
-            .await
-            .unwrap_or(false);
-        if !ok {
-            return Err(CtlError::new(
-                ExitCode::BadConnection,
-                "context deadline exceeded",
-            ));
         }
-        let channel = Channel::balance_list(eps.into_iter());
-        let mut rpc = Self {
-            channel,
-            token: None,
+        .map_err(setup_error)?;
+        Ok(Self {
+            client,
             timeout: cfg.command_timeout,
-        };
-        if let Some((name, password)) = &cfg.user {
-            let req = AuthenticateRequest {
-                name: name.clone(),
-                password: password.clone(),
-            };
-            let resp = rpc
-                .unary(AuthClient::new(rpc.channel.clone()).authenticate(rpc.req(req)))
-                .await?;
-            let token = MetadataValue::try_from(resp.token.as_str())
-                .map_err(|e| CtlError::new(ExitCode::Error, e.to_string()))?;
-            rpc.token = Some(token);
-        }
-        Ok(rpc)
+        })
     }
 
-    fn req<T>(&self, t: T) -> Request<T> {
-        let mut r = Request::new(t);
-        if let Some(tok) = &self.token {
-            r.metadata_mut().insert("token", tok.clone());
-        }
-        r
-    }
-
+    /// A call bounded by `--command-timeout`.
     async fn unary<T>(
         &self,
-        f: impl Future<Output = Result<Response<T>, Status>>,
+        f: impl Future<Output = xline_client::Result<T>>,
     ) -> Result<T, CtlError> {
         match tokio::time::timeout(self.timeout, f).await {
-            Ok(Ok(r)) => Ok(r.into_inner()),
-            Ok(Err(s)) => Err(s.into()),
+            Ok(r) => r.map_err(CtlError::from),
             Err(_) => Err(deadline()),
         }
     }
 
-    /// A call without the command timeout (lease timetolive/list use `context.TODO()`).
+    /// A call without the command timeout (where etcdctl uses `context.TODO()`/`Background()`).
     async fn unbounded<T>(
         &self,
-        f: impl Future<Output = Result<Response<T>, Status>>,
+        f: impl Future<Output = xline_client::Result<T>>,
     ) -> Result<T, CtlError> {
-        Ok(f.await?.into_inner())
-    }
-
-    fn kv(&self) -> KvClient<Channel> {
-        KvClient::new(self.channel.clone()).max_decoding_message_size(usize::MAX)
-    }
-    fn lease(&self) -> LeaseClient<Channel> {
-        LeaseClient::new(self.channel.clone())
-    }
-    fn cluster(&self) -> ClusterClient<Channel> {
-        ClusterClient::new(self.channel.clone())
-    }
-    fn maint(&self) -> MaintenanceClient<Channel> {
-        MaintenanceClient::new(self.channel.clone()).max_decoding_message_size(usize::MAX)
-    }
-    fn auth(&self) -> AuthClient<Channel> {
-        AuthClient::new(self.channel.clone())
+        f.await.map_err(CtlError::from)
     }
 
     /// KV.Range.
     pub async fn range(&self, r: RangeRequest) -> Result<RangeResponse, CtlError> {
-        self.unary(self.kv().range(self.req(r))).await
+        self.unary(self.client.kv().range_request(r)).await
     }
     /// KV.Range without the command timeout (make-mirror's paged sync).
     pub async fn range_unbounded(&self, r: RangeRequest) -> Result<RangeResponse, CtlError> {
-        self.unbounded(self.kv().range(self.req(r))).await
+        self.unbounded(self.client.kv().range_request(r)).await
     }
     /// KV.Put.
     pub async fn put(&self, r: PutRequest) -> Result<PutResponse, CtlError> {
-        self.unary(self.kv().put(self.req(r))).await
+        self.unary(self.client.kv().put_request(r)).await
     }
     /// KV.DeleteRange.
     pub async fn delete(&self, r: DeleteRangeRequest) -> Result<DeleteRangeResponse, CtlError> {
-        self.unary(self.kv().delete_range(self.req(r))).await
+        self.unary(self.client.kv().delete_range_request(r)).await
     }
     /// KV.Txn.
     pub async fn txn(&self, r: TxnRequest) -> Result<TxnResponse, CtlError> {
-        self.unary(self.kv().txn(self.req(r))).await
+        self.unary(self.client.kv().txn_request(r)).await
     }
     /// KV.Txn without the command timeout (etcdctl's txn uses `context.Background()`).
     pub async fn txn_unbounded(&self, r: TxnRequest) -> Result<TxnResponse, CtlError> {
-        self.unbounded(self.kv().txn(self.req(r))).await
+        self.unbounded(self.client.kv().txn_request(r)).await
     }
     /// KV.Compact.
     pub async fn compact(&self, r: CompactionRequest) -> Result<CompactionResponse, CtlError> {
-        self.unary(self.kv().compact(self.req(r))).await
+        self.unary(self.client.kv().compact_request(r)).await
     }
 
-    /// Watch: opens the stream and sends `first`; more requests can be sent on the returned sender.
-    pub async fn watch(
-        &self,
-        first: WatchRequest,
-    ) -> Result<
-        (
-            tokio::sync::mpsc::Sender<WatchRequest>,
-            Streaming<WatchResponse>,
-        ),
-        CtlError,
-    > {
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
-        tx.send(first)
+    /// Watch: creates the watch `req` (a create request) and returns once the server confirmed
+    /// it. The library re-creates it on another member if its member fails, from the revision
+    /// after the last event delivered; the server's cancel responses come on the stream.
+    pub async fn watch(&self, req: WatchRequest) -> Result<(Watcher, WatchStream), CtlError> {
+        let Some(watch_request::RequestUnion::CreateRequest(create)) = req.request_union else {
+            return Err(CtlError::new(
+                ExitCode::Error,
+                "a watch starts with a create request",
+            ));
+        };
+        self.unbounded(self.client.watch().watch_request(create))
             .await
-            .map_err(|_| CtlError::new(ExitCode::Error, "watch stream closed"))?;
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-        let resp = WatchClient::new(self.channel.clone())
-            .watch(self.req(stream))
-            .await?;
-        Ok((tx, resp.into_inner()))
     }
 
     /// Lease.LeaseGrant.
     pub async fn lease_grant(&self, ttl: i64) -> Result<LeaseGrantResponse, CtlError> {
         self.unary(
-            self.lease()
-                .lease_grant(self.req(LeaseGrantRequest { ttl, id: 0 })),
+            self.client
+                .lease()
+                .lease_grant_request(LeaseGrantRequest { ttl, id: 0 }),
         )
         .await
     }
     /// Lease.LeaseRevoke.
     pub async fn lease_revoke(&self, id: i64) -> Result<LeaseRevokeResponse, CtlError> {
         self.unary(
-            self.lease()
-                .lease_revoke(self.req(LeaseRevokeRequest { id })),
+            self.client
+                .lease()
+                .lease_revoke_request(LeaseRevokeRequest { id }),
         )
         .await
     }
@@ -222,39 +233,53 @@ impl Rpc {
         keys: bool,
     ) -> Result<LeaseTimeToLiveResponse, CtlError> {
         self.unbounded(
-            self.lease()
-                .lease_time_to_live(self.req(LeaseTimeToLiveRequest { id, keys })),
+            self.client
+                .lease()
+                .lease_time_to_live_request(LeaseTimeToLiveRequest { id, keys }),
         )
         .await
     }
     /// Lease.LeaseLeases.
     pub async fn lease_leases(&self) -> Result<LeaseLeasesResponse, CtlError> {
-        self.unbounded(self.lease().lease_leases(self.req(LeaseLeasesRequest {})))
+        self.unbounded(
+            self.client
+                .lease()
+                .lease_leases_request(LeaseLeasesRequest {}),
+        )
+        .await
+    }
+    /// Lease.LeaseKeepAlive once: the answer to one keep-alive (TTL 0: the lease is gone).
+    pub async fn lease_keep_alive_once(&self, id: i64) -> Result<LeaseKeepAliveResponse, CtlError> {
+        self.unbounded(self.client.lease().keep_alive_once(id))
             .await
     }
-    /// Lease.LeaseKeepAlive: a stream sending one request every `every` (the first at once).
-    pub async fn lease_keep_alive(
+    /// Lease.LeaseKeepAlive, renewed every third of the TTL over a stream the library re-opens
+    /// on another member when its member fails: the task and its answers.
+    pub fn lease_keep_alive(
         &self,
         id: i64,
-        every: Option<Duration>,
-    ) -> Result<Streaming<LeaseKeepAliveResponse>, CtlError> {
-        let reqs = async_stream_keepalive(id, every);
-        Ok(self
-            .lease()
-            .lease_keep_alive(self.req(reqs))
-            .await?
-            .into_inner())
+    ) -> (
+        KeepAliveHandle,
+        tokio::sync::mpsc::Receiver<LeaseKeepAliveResponse>,
+    ) {
+        self.client.lease().keep_alive_responses(id)
+    }
+    /// A background keep-alive of lease `id` (etcd's concurrency session).
+    pub fn lease_keep_alive_task(&self, id: i64) -> KeepAliveHandle {
+        self.client.lease().keep_alive_task(id)
     }
 
     /// Cluster.MemberAdd.
     pub async fn member_add(&self, r: MemberAddRequest) -> Result<MemberAddResponse, CtlError> {
-        self.unary(self.cluster().member_add(self.req(r))).await
+        self.unary(self.client.cluster().member_add_request(r))
+            .await
     }
     /// Cluster.MemberRemove.
     pub async fn member_remove(&self, id: u64) -> Result<MemberRemoveResponse, CtlError> {
         self.unary(
-            self.cluster()
-                .member_remove(self.req(MemberRemoveRequest { id })),
+            self.client
+                .cluster()
+                .member_remove_request(MemberRemoveRequest { id }),
         )
         .await
     }
@@ -265,98 +290,123 @@ impl Rpc {
         peer_ur_ls: Vec<String>,
     ) -> Result<MemberUpdateResponse, CtlError> {
         self.unary(
-            self.cluster()
-                .member_update(self.req(MemberUpdateRequest { id, peer_ur_ls })),
+            self.client
+                .cluster()
+                .member_update_request(MemberUpdateRequest { id, peer_ur_ls }),
         )
         .await
     }
     /// Cluster.MemberPromote.
     pub async fn member_promote(&self, id: u64) -> Result<MemberPromoteResponse, CtlError> {
         self.unary(
-            self.cluster()
-                .member_promote(self.req(MemberPromoteRequest { id })),
+            self.client
+                .cluster()
+                .member_promote_request(MemberPromoteRequest { id }),
         )
         .await
     }
     /// Cluster.MemberList.
     pub async fn member_list(&self) -> Result<MemberListResponse, CtlError> {
-        self.unary(self.cluster().member_list(self.req(MemberListRequest {
-            linearizable: false,
-        })))
+        self.unary(
+            self.client
+                .cluster()
+                .member_list_request(MemberListRequest {
+                    linearizable: false,
+                }),
+        )
         .await
     }
 
     /// Maintenance.Status.
     pub async fn status(&self) -> Result<StatusResponse, CtlError> {
-        self.unary(self.maint().status(self.req(StatusRequest {})))
+        self.unary(self.client.maintenance().status_request(StatusRequest {}))
             .await
     }
     /// Maintenance.HashKV.
     pub async fn hash_kv(&self, revision: i64) -> Result<HashKvResponse, CtlError> {
-        self.unary(self.maint().hash_kv(self.req(HashKvRequest { revision })))
-            .await
+        self.unary(
+            self.client
+                .maintenance()
+                .hash_kv_request(HashKvRequest { revision }),
+        )
+        .await
     }
     /// Maintenance.Defragment.
     pub async fn defragment(&self) -> Result<DefragmentResponse, CtlError> {
-        self.unary(self.maint().defragment(self.req(DefragmentRequest {})))
-            .await
+        self.unary(
+            self.client
+                .maintenance()
+                .defragment_request(DefragmentRequest {}),
+        )
+        .await
     }
     /// Maintenance.Alarm.
     pub async fn alarm(&self, r: AlarmRequest) -> Result<AlarmResponse, CtlError> {
-        self.unary(self.maint().alarm(self.req(r))).await
+        self.unary(self.client.maintenance().alarm_request(r)).await
     }
     /// Maintenance.MoveLeader.
     pub async fn move_leader(&self, target_id: u64) -> Result<MoveLeaderResponse, CtlError> {
         self.unary(
-            self.maint()
-                .move_leader(self.req(MoveLeaderRequest { target_id })),
+            self.client
+                .maintenance()
+                .move_leader_request(MoveLeaderRequest { target_id }),
         )
         .await
     }
-    /// Maintenance.Snapshot (a stream of chunks).
-    pub async fn snapshot(&self) -> Result<Streaming<SnapshotResponse>, CtlError> {
-        Ok(self
-            .maint()
-            .snapshot(self.req(SnapshotRequest {}))
-            .await?
-            .into_inner())
+    /// Maintenance.Snapshot (a stream of chunks; only opening it is bounded).
+    pub async fn snapshot(&self) -> Result<SnapshotStream, CtlError> {
+        self.unary(
+            self.client
+                .maintenance()
+                .snapshot_request(SnapshotRequest {}),
+        )
+        .await
     }
 
     /// Auth.AuthEnable.
     pub async fn auth_enable(&self) -> Result<AuthEnableResponse, CtlError> {
-        self.unary(self.auth().auth_enable(self.req(AuthEnableRequest {})))
+        self.unary(self.client.auth().auth_enable_request(AuthEnableRequest {}))
             .await
     }
     /// Auth.AuthDisable.
     pub async fn auth_disable(&self) -> Result<AuthDisableResponse, CtlError> {
-        self.unary(self.auth().auth_disable(self.req(AuthDisableRequest {})))
-            .await
+        self.unary(
+            self.client
+                .auth()
+                .auth_disable_request(AuthDisableRequest {}),
+        )
+        .await
     }
     /// Auth.AuthStatus.
     pub async fn auth_status(&self) -> Result<AuthStatusResponse, CtlError> {
-        self.unary(self.auth().auth_status(self.req(AuthStatusRequest {})))
+        self.unary(self.client.auth().auth_status_request(AuthStatusRequest {}))
             .await
     }
     /// Auth.UserAdd.
     pub async fn user_add(&self, r: AuthUserAddRequest) -> Result<AuthUserAddResponse, CtlError> {
-        self.unary(self.auth().user_add(self.req(r))).await
+        self.unary(self.client.auth().user_add_request(r)).await
     }
     /// Auth.UserDelete.
     pub async fn user_delete(&self, name: String) -> Result<AuthUserDeleteResponse, CtlError> {
         self.unary(
-            self.auth()
-                .user_delete(self.req(AuthUserDeleteRequest { name })),
+            self.client
+                .auth()
+                .user_delete_request(AuthUserDeleteRequest { name }),
         )
         .await
     }
     /// Auth.UserGet.
     pub async fn user_get(&self, name: String) -> Result<AuthUserGetResponse, CtlError> {
-        self.unary(self.auth().user_get(self.req(AuthUserGetRequest { name })))
-            .await
+        self.unary(
+            self.client
+                .auth()
+                .user_get_request(AuthUserGetRequest { name }),
+        )
+        .await
     }
     /// Auth.UserList.
     pub async fn user_list(&self) -> Result<AuthUserListResponse, CtlError> {
-        self.unary(self.auth().user_list(self.req(AuthUserListRequest {})))
+        self.unary(self.client.auth().user_list_request(AuthUserListRequest {}))
             .await
     }
     /// Auth.UserChangePassword.
@@ -370,7 +420,7 @@ impl Rpc {
             password,
             hashed_password: String::new(),
         };
-        self.unary(self.auth().user_change_password(self.req(r)))
+        self.unary(self.client.auth().user_change_password_request(r))
             .await
     }
     /// Auth.UserGrantRole.
@@ -380,8 +430,9 @@ impl Rpc {
         role: String,
     ) -> Result<AuthUserGrantRoleResponse, CtlError> {
         self.unary(
-            self.auth()
-                .user_grant_role(self.req(AuthUserGrantRoleRequest { user, role })),
+            self.client
+                .auth()
+                .user_grant_role_request(AuthUserGrantRoleRequest { user, role }),
         )
         .await
     }
@@ -392,32 +443,42 @@ impl Rpc {
         role: String,
     ) -> Result<AuthUserRevokeRoleResponse, CtlError> {
         self.unary(
-            self.auth()
-                .user_revoke_role(self.req(AuthUserRevokeRoleRequest { name, role })),
+            self.client
+                .auth()
+                .user_revoke_role_request(AuthUserRevokeRoleRequest { name, role }),
         )
         .await
     }
     /// Auth.RoleAdd.
     pub async fn role_add(&self, name: String) -> Result<AuthRoleAddResponse, CtlError> {
-        self.unary(self.auth().role_add(self.req(AuthRoleAddRequest { name })))
-            .await
+        self.unary(
+            self.client
+                .auth()
+                .role_add_request(AuthRoleAddRequest { name }),
+        )
+        .await
     }
     /// Auth.RoleDelete.
     pub async fn role_delete(&self, role: String) -> Result<AuthRoleDeleteResponse, CtlError> {
         self.unary(
-            self.auth()
-                .role_delete(self.req(AuthRoleDeleteRequest { role })),
+            self.client
+                .auth()
+                .role_delete_request(AuthRoleDeleteRequest { role }),
         )
         .await
     }
     /// Auth.RoleGet.
     pub async fn role_get(&self, role: String) -> Result<AuthRoleGetResponse, CtlError> {
-        self.unary(self.auth().role_get(self.req(AuthRoleGetRequest { role })))
-            .await
+        self.unary(
+            self.client
+                .auth()
+                .role_get_request(AuthRoleGetRequest { role }),
+        )
+        .await
     }
     /// Auth.RoleList.
     pub async fn role_list(&self) -> Result<AuthRoleListResponse, CtlError> {
-        self.unary(self.auth().role_list(self.req(AuthRoleListRequest {})))
+        self.unary(self.client.auth().role_list_request(AuthRoleListRequest {}))
             .await
     }
     /// Auth.RoleGrantPermission.
@@ -425,7 +486,7 @@ impl Rpc {
         &self,
         r: AuthRoleGrantPermissionRequest,
     ) -> Result<AuthRoleGrantPermissionResponse, CtlError> {
-        self.unary(self.auth().role_grant_permission(self.req(r)))
+        self.unary(self.client.auth().role_grant_permission_request(r))
             .await
     }
     /// Auth.RoleRevokePermission.
@@ -433,65 +494,36 @@ impl Rpc {
         &self,
         r: AuthRoleRevokePermissionRequest,
     ) -> Result<AuthRoleRevokePermissionResponse, CtlError> {
-        self.unary(self.auth().role_revoke_permission(self.req(r)))
+        self.unary(self.client.auth().role_revoke_permission_request(r))
             .await
     }
 
     /// Lock.Lock (no timeout: waits for the lock).
     pub async fn lock(&self, name: Vec<u8>, lease: i64) -> Result<LockResponse, CtlError> {
-        self.unbounded(
-            LockClient::new(self.channel.clone()).lock(self.req(LockRequest { name, lease })),
-        )
-        .await
+        self.unbounded(self.client.lock().lock_request(LockRequest { name, lease }))
+            .await
     }
     /// Lock.Unlock.
     pub async fn unlock(&self, key: Vec<u8>) -> Result<UnlockResponse, CtlError> {
-        self.unary(LockClient::new(self.channel.clone()).unlock(self.req(UnlockRequest { key })))
+        self.unary(self.client.lock().unlock_request(UnlockRequest { key }))
             .await
     }
     /// Election.Campaign (no timeout: waits for leadership).
     pub async fn campaign(&self, r: CampaignRequest) -> Result<CampaignResponse, CtlError> {
-        self.unbounded(ElectionClient::new(self.channel.clone()).campaign(self.req(r)))
+        self.unbounded(self.client.election().campaign_request(r))
             .await
     }
     /// Election.Resign.
     pub async fn resign(&self, leader: LeaderKey) -> Result<ResignResponse, CtlError> {
-        self.unary(
-            ElectionClient::new(self.channel.clone()).resign(self.req(ResignRequest {
-                leader: Some(leader),
-            })),
-        )
+        self.unary(self.client.election().resign_request(ResignRequest {
+            leader: Some(leader),
+        }))
         .await
     }
     /// Election.Observe.
-    pub async fn observe(&self, name: Vec<u8>) -> Result<Streaming<LeaderResponse>, CtlError> {
-        Ok(ElectionClient::new(self.channel.clone())
-            .observe(self.req(LeaderRequest { name }))
-            .await?
-            .into_inner())
+    pub fn observe(&self, name: Vec<u8>) -> ObserveStream {
+        self.client
+            .election()
+            .observe_request(LeaderRequest { name })
     }
-}
-
-/// The request stream of a keep-alive: one request at once, then one every `every` (or only one).
-fn async_stream_keepalive(
-    id: i64,
-    every: Option<Duration>,
-) -> impl tokio_stream::Stream<Item = LeaseKeepAliveRequest> + Send + 'static {
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(async move {
-        loop {
-            if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
-                return;
-            }
-            match every {
-                Some(d) => tokio::time::sleep(d).await,
-                None => {
-                    // Keep the request side open until the response arrives and the caller drops it.
-                    tx.closed().await;
-                    return;
-                }
-            }
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
