@@ -3,6 +3,8 @@
 //! ordered fallback for conflicting or non-speculable ones, witness recovery of a fast-completed
 //! command after the leader dies, same-id retries applying exactly once, leader failover.
 
+#![allow(clippy::print_stderr)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;

@@ -501,14 +501,25 @@ fn normalize_url(url: &str, tls: bool) -> Result<String> {
     }
 }
 
-/// Why connecting failed; over TLS without a client certificate, with the likely cause.
+/// Why connecting failed. Over TLS, a failure that is not the members' certificate failing
+/// verification is most likely the members refusing the client's certificate (or its
+/// absence): the reason says so.
 fn connect_reason(err: &ClientError, tls: Option<&TlsOptions>) -> String {
-    match tls {
-        Some(tls) if !tls.has_identity() => format!(
+    let (Some(tls), ClientError::Transport { message, .. }) = (tls, err) else {
+        return err.to_string();
+    };
+    if message.contains("invalid peer certificate") {
+        err.to_string()
+    } else if tls.has_identity() {
+        format!(
+            "{err} (members running with --peer-client-cert-auth refuse a certificate their \
+             --peer-trusted-ca-file did not sign)"
+        )
+    } else {
+        format!(
             "{err} (no client certificate was presented: members running with \
              --peer-client-cert-auth require one their --peer-trusted-ca-file signed)"
-        ),
-        _ => err.to_string(),
+        )
     }
 }
 
@@ -753,8 +764,22 @@ mod tests {
         let ca_only = TlsOptions::new().with_ca_pem(b"CA".to_vec());
         let reason = connect_reason(&e, Some(&ca_only));
         assert!(reason.contains("broken pipe") && reason.contains("no client certificate"));
-        let with_cert = ca_only.with_identity(b"C".to_vec(), b"K".to_vec());
-        assert_eq!(connect_reason(&e, Some(&with_cert)), e.to_string());
+        let with_cert = ca_only.clone().with_identity(b"C".to_vec(), b"K".to_vec());
+        let reason = connect_reason(&e, Some(&with_cert));
+        assert!(reason.contains("broken pipe") && reason.contains("did not sign"));
         assert_eq!(connect_reason(&e, None), e.to_string());
+        // The members' certificate failing verification is reported as it is.
+        let unverified = ClientError::Transport {
+            addr: "https://h:1".into(),
+            message: "invalid peer certificate: UnknownIssuer".into(),
+        };
+        assert_eq!(
+            connect_reason(&unverified, Some(&ca_only)),
+            unverified.to_string()
+        );
+        assert_eq!(
+            connect_reason(&ClientError::NoMembers, Some(&ca_only)),
+            ClientError::NoMembers.to_string()
+        );
     }
 }

@@ -182,8 +182,7 @@ impl TlsOptions {
     pub(crate) fn client_config(&self) -> Result<ClientTlsConfig> {
         if self.insecure_skip_verify {
             return Err(Error::Unimplemented(
-                "skipping TLS verification on the native CURP path (give the CA bundle)"
-                    .to_owned(),
+                "skipping TLS verification on the native CURP path (give the CA bundle)".to_owned(),
             ));
         }
         let roots = match &self.ca_pem {

@@ -3,6 +3,8 @@
 //! putting and deleting keys on etcd, then checks the destination ends up with exactly the
 //! source's keys and values under the destination prefix.
 
+#![allow(clippy::print_stderr)]
+
 mod common;
 
 use std::collections::BTreeMap;

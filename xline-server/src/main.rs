@@ -2,6 +2,11 @@
 //! member on localhost:2379 with its data in `./default.xline`. `xline snapshot restore FILE
 //! ...` builds a data directory from a snapshot instead (see `xline_server::restore`).
 
+#![allow(
+    clippy::print_stderr,
+    reason = "errors before logging is set up go to stderr"
+)]
+
 use clap::Parser;
 use xline_server::config::{ServerConfig, preprocess_args};
 use xline_server::server;

@@ -207,6 +207,10 @@ pub fn restore(args: &RestoreArgs) -> Result<(PathBuf, i64), ServerError> {
 }
 
 /// `xline snapshot restore ...` (`args` starts with the program name, then `snapshot`).
+#[allow(
+    clippy::print_stderr,
+    reason = "a command line's usage and errors go to stderr"
+)]
 pub fn main(args: Vec<String>) -> std::process::ExitCode {
     let mut args = args.into_iter();
     let program = args.next().unwrap_or_else(|| "xline".into());

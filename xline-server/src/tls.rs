@@ -432,9 +432,8 @@ async fn accept_loop(
 // ----- HTTP/1 next to gRPC on the client port -----
 
 /// What serves an HTTP/1 connection found on a gRPC port ([`sniff_http1`]).
-pub type Http1Handler = Arc<
-    dyn Fn(Prefixed<Conn>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync,
->;
+pub type Http1Handler =
+    Arc<dyn Fn(Prefixed<Conn>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// The client preface every HTTP/2 connection starts with.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

@@ -5,7 +5,7 @@
 //! Expectations are etcd's: run with `XLINE_TEST_SERVER=etcd` to check them against Debian's
 //! etcd, and without it to check our `xline` binary (with its default backend and with sled).
 
-#![allow(missing_docs, clippy::unwrap_used)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::print_stderr)]
 
 mod common;
 

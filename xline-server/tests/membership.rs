@@ -5,6 +5,8 @@
 //! runs a writer through the current members meanwhile and checks at the end that every
 //! acknowledged put is readable on every member.
 
+#![allow(clippy::print_stderr)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //! driven with etcdctl (`--cacert --cert --key`) and etcd-client's TLS options. Runs against
 //! xline, or against Debian's etcd with `XLINE_TEST_SERVER=etcd`, with the same expectations.
 
-#![allow(clippy::unwrap_used, clippy::print_stdout)]
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 
 mod common;
 

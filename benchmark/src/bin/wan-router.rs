@@ -4,6 +4,11 @@
 //! read from it for the one-way delay of its (source region, destination region) pair and writes
 //! it back. `preset`, `plan` and `show` print matrices for the script and for people.
 
+#![allow(
+    clippy::print_stderr,
+    reason = "the router reports to its log on stderr"
+)]
+
 use std::{
     io::{self, Read as _, Write as _},
     path::PathBuf,

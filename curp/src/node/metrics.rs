@@ -1,5 +1,5 @@
-//! Counters the driver keeps for monitoring, read through [`NodeHandle::metrics`]
-//! (super::NodeHandle::metrics). Every update is one relaxed atomic operation; the driver
+//! Counters the driver keeps for monitoring, read through
+//! [`NodeHandle::metrics`](super::NodeHandle::metrics). Every update is one relaxed atomic operation; the driver
 //! thread is the only writer, readers take a [`NodeMetrics`] snapshot.
 //!
 //! The crate does not depend on a metrics library: the server that embeds the node exports the

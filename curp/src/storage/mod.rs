@@ -1,8 +1,15 @@
 //! Durable storage for the replicated log, the hard state and small metadata records.
 //!
-//! [`LogStorage`] is the contract; [`MemoryLog`] (tests, simulation) and [`RaftEngineLog`]
-//! (production, on raft-engine) implement it, and the `conformance` suite (feature
-//! `test-util`) checks any implementation against it.
+#![cfg_attr(
+    feature = "storage",
+    doc = "[`LogStorage`] is the contract; [`MemoryLog`] (tests, simulation) and [`RaftEngineLog`]"
+)]
+#![cfg_attr(
+    not(feature = "storage"),
+    doc = "[`LogStorage`] is the contract; [`MemoryLog`] (tests, simulation) and `RaftEngineLog`"
+)]
+//! (production, on raft-engine; feature `storage`) implement it, and the `conformance` suite
+//! (feature `test-util`) checks any implementation against it.
 
 use bytes::Bytes;
 
@@ -59,8 +66,16 @@ pub struct HardState {
 ///
 /// # Panics
 ///
-/// Implementations must not panic on bad arguments. [`RaftEngineLog`] panics if `fsync`
-/// itself fails (raft-engine treats a failed sync as unrecoverable).
+/// Implementations must not panic on bad arguments.
+#[cfg_attr(
+    feature = "storage",
+    doc = "[`RaftEngineLog`] panics if `fsync` itself fails (raft-engine treats a failed sync"
+)]
+#[cfg_attr(
+    not(feature = "storage"),
+    doc = "`RaftEngineLog` (feature `storage`) panics if `fsync` itself fails (raft-engine treats a failed sync"
+)]
+/// as unrecoverable).
 pub trait LogStorage: Send + Sync + 'static {
     /// Appends contiguous ascending entries; `entries.first().index` must be in
     /// `first_index()..=last_index()+1`. Existing entries at or after it are replaced (tail

@@ -4,7 +4,12 @@
 //!
 //! The same tests run against both servers: that is how the expectations are known to be etcd's.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::print_stdout)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
 
 use std::fmt::Debug;
 use std::fs::{File, OpenOptions};
