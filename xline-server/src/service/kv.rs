@@ -124,7 +124,14 @@ impl Kv for KvService {
                 .await
                 .map_err(ServerError::from)?;
         }
-        let mut resp = self.read(move |store| store.range(&req)).await?;
+        // A single key is one index lookup and one read of the shared redb read view: cheaper
+        // inline than the hop to a blocking thread and back. Ranges may scan many keys, so they
+        // stay off the async workers.
+        let mut resp = if req.range_end.is_empty() {
+            self.ctx.store.range(&req)?
+        } else {
+            self.read(move |store| store.range(&req)).await?
+        };
         self.fill(&mut resp.header);
         Ok(Response::new(resp))
     }

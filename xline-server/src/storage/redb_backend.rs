@@ -308,3 +308,38 @@ impl Backend for RedbBackend {
         "redb"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_len(b: &RedbBackend) -> u64 {
+        fs::metadata(b.path()).expect("metadata").len()
+    }
+
+    /// The tracked size follows the file through unsynced and synced commits and compaction.
+    #[test]
+    fn tracked_size_is_the_file_length() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let b = RedbBackend::open(dir.path()).expect("open");
+        assert_eq!(b.size().expect("size"), file_len(&b));
+        let mut batch = WriteBatch::new();
+        for i in 0u32..512 {
+            batch.put(Table::Kv, i.to_be_bytes(), vec![i as u8; 4096]);
+        }
+        b.write(batch, false).expect("write");
+        let grown = b.size().expect("size");
+        assert_eq!(grown, file_len(&b));
+        assert!(grown >= 2 * 1024 * 1024, "2 MiB stored but size is {grown}");
+        let mut batch = WriteBatch::new();
+        for i in 0u32..512 {
+            batch.delete(Table::Kv, i.to_be_bytes());
+        }
+        b.write(batch, true).expect("write");
+        assert_eq!(b.size().expect("size"), file_len(&b));
+        b.defragment().expect("defragment");
+        let compacted = b.size().expect("size");
+        assert_eq!(compacted, file_len(&b));
+        assert!(compacted < grown, "compaction left {compacted} of {grown}");
+    }
+}
