@@ -1,5 +1,6 @@
 //! `snapshot`, `lock`, `elect`, `auth`, `user`, `role`, `check perf`.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{ArgAction, Args, Subcommand};
@@ -13,7 +14,8 @@ use xline_proto::v3electionpb::CampaignRequest;
 
 use crate::cli::Global;
 use crate::error::{CtlError, ExitCode};
-use crate::printer::{Out, Printer, prefix_range_end};
+use crate::gofmt;
+use crate::printer::{Format, Out, Printer, prefix_range_end};
 use crate::rpc::Rpc;
 
 /// `snapshot` subcommands.
@@ -118,44 +120,119 @@ pub async fn snapshot(g: &Global, c: SnapshotCmd, out: &mut Out) -> Result<(), C
                     "snapshot status requires exactly one argument",
                 ));
             }
-            Err(CtlError::new(
-                ExitCode::Error,
-                format!(
-                    "{}: not a bbolt snapshot (xline snapshots are read by `xline snapshot restore`, which checks their SHA-256)",
-                    a.args[0]
-                ),
-            ))
+            let printer = g.printer()?;
+            let path = a.args[0].clone();
+            let status = tokio::task::spawn_blocking(move || xline_bolt::status(path))
+                .await
+                .map_err(|e| CtlError::new(ExitCode::Error, e.to_string()))?
+                .map_err(|e| CtlError::new(ExitCode::Error, e.to_string()))?;
+            snapshot_status(printer.format, &status, out)
         }
-        SnapshotCmd::Restore(a) => {
-            if a.args.len() != 1 {
-                return Err(CtlError::args(
-                    "snapshot restore requires exactly one argument",
-                ));
-            }
-            // Xline restores its own snapshots offline; print the command that does it.
-            let data_dir = if a.data_dir.is_empty() {
-                format!("{}.xline", a.name)
-            } else {
-                a.data_dir.clone()
-            };
-            let mut cmd = format!(
-                "xline snapshot restore {} --data-dir {} --name {} --initial-cluster {} --initial-cluster-token {} --initial-advertise-peer-urls {}",
-                a.args[0],
-                data_dir,
-                a.name,
-                a.initial_cluster,
-                a.initial_cluster_token,
-                a.initial_advertise_peer_urls
-            );
-            if a.skip_hash_check {
-                cmd.push_str(" --skip-hash-check");
-            }
-            out.line(
-                "Xline restores snapshots with its own binary (the member must be stopped); run:",
-            );
-            out.line(cmd);
-            Ok(())
+        SnapshotCmd::Restore(a) => snapshot_restore(&a).await,
+    }
+}
+
+/// Prints a snapshot's status as etcdctl 3.4's printers do.
+fn snapshot_status(format: Format, s: &xline_bolt::Status, out: &mut Out) -> Result<(), CtlError> {
+    let row = vec![
+        format!("{:x}", s.hash),
+        s.revision.to_string(),
+        s.total_key.to_string(),
+        gofmt::humanize_bytes(s.total_size),
+    ];
+    match format {
+        Format::Simple => out.line(row.join(", ")),
+        Format::Table => out.text(gofmt::table(
+            &["hash", "revision", "total keys", "total size"],
+            &[row],
+        )),
+        Format::Json => out.line(format!(
+            "{{\"hash\":{},\"revision\":{},\"totalKey\":{},\"totalSize\":{}}}",
+            s.hash, s.revision, s.total_key, s.total_size
+        )),
+        Format::Fields => {
+            out.line(format!("\"Hash\" : {}", s.hash));
+            out.line(format!("\"Revision\" : {}", s.revision));
+            out.line(format!("\"Keys\" : {}", s.total_key));
+            out.line(format!("\"Size\" : {}", s.total_size));
         }
+        Format::Protobuf => {
+            return Err(CtlError::new(
+                ExitCode::BadFeature,
+                "protobuf not supported as output format",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The `xline` binary: next to this executable, else the first one on `PATH`.
+fn xline_binary() -> Option<PathBuf> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("xline")));
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("xline"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    beside.into_iter().chain(on_path).find(|p| p.is_file())
+}
+
+/// `snapshot restore`: xline restores snapshots with its own binary (`xline snapshot
+/// restore`, the member stopped), run here with the same flags; its output and exit status
+/// pass through.
+async fn snapshot_restore(a: &RestoreArgs) -> Result<(), CtlError> {
+    if a.args.len() != 1 {
+        return Err(CtlError::args(
+            "snapshot restore requires exactly one argument",
+        ));
+    }
+    if !a.wal_dir.is_empty() {
+        return Err(CtlError::new(
+            ExitCode::BadFeature,
+            "--wal-dir is not supported: xline keeps its log inside --data-dir",
+        ));
+    }
+    let mut args = vec![
+        "snapshot".to_owned(),
+        "restore".to_owned(),
+        a.args[0].clone(),
+        format!("--name={}", a.name),
+        format!("--initial-cluster={}", a.initial_cluster),
+        format!("--initial-cluster-token={}", a.initial_cluster_token),
+        format!(
+            "--initial-advertise-peer-urls={}",
+            a.initial_advertise_peer_urls
+        ),
+    ];
+    if !a.data_dir.is_empty() {
+        args.push(format!("--data-dir={}", a.data_dir));
+    }
+    if a.skip_hash_check {
+        args.push("--skip-hash-check".to_owned());
+    }
+    let Some(xline) = xline_binary() else {
+        return Err(CtlError::new(
+            ExitCode::Error,
+            format!(
+                "the xline binary was not found next to xlinectl or on PATH; xline restores snapshots itself, run: xline {}",
+                args.join(" ")
+            ),
+        ));
+    };
+    let status = tokio::process::Command::new(&xline)
+        .args(&args)
+        .status()
+        .await
+        .map_err(|e| CtlError::new(ExitCode::Error, format!("{}: {e}", xline.display())))?;
+    if status.success() {
+        Ok(())
+    } else {
+        // xline printed why.
+        Err(CtlError::new(ExitCode::Error, "").silent())
     }
 }
 
