@@ -6,7 +6,7 @@
 #   scripts/fsync-audit.sh            # uses target/debug/xline (build it first)
 #   XLINE_BIN=target/release/xline scripts/fsync-audit.sh
 #
-# Environment: XLINE_BIN (default target/debug/xline), BENCH_BIN (default: the benchmark binary
+# Environment: XLINE_BIN (default target/debug/xline, under $CARGO_TARGET_DIR when set), BENCH_BIN (default: the benchmark binary
 # next to XLINE_BIN; used for native CURP client puts, skipped when missing), ETCDCTL (default
 # etcdctl), PUTS (puts per phase, default 150), KEEP=1 keeps the work directory (traces) for
 # inspection, WORK_DIR (default: a new temporary directory).
@@ -54,7 +54,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-XLINE_BIN=${XLINE_BIN:-target/debug/xline}
+XLINE_BIN=${XLINE_BIN:-${CARGO_TARGET_DIR:-target}/debug/xline}
 BENCH_BIN=${BENCH_BIN:-$(dirname "$XLINE_BIN")/benchmark}
 ETCDCTL=${ETCDCTL:-etcdctl}
 PUTS=${PUTS:-150}
