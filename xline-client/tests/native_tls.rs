@@ -11,15 +11,12 @@
 mod common;
 
 use std::fs::OpenOptions;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::certs::{CertFiles, issue, new_ca};
 use common::{fresh_port, server_binary, server_kind};
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
 use tempfile::TempDir;
 use xline_client::native::{NativeClient, NativeOptions};
 use xline_client::{
@@ -29,12 +26,6 @@ use xline_client::{
 /// How long a member may take to serve.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A certificate and its key (PEM files).
-struct CertFiles {
-    cert: PathBuf,
-    key: PathBuf,
-}
-
 /// A CA with the members' certificate and the native client's, and a client certificate
 /// signed by a CA nobody trusts.
 struct Pki {
@@ -43,51 +34,6 @@ struct Pki {
     member: CertFiles,
     client: CertFiles,
     rogue: CertFiles,
-}
-
-fn leaf_params(cn: &str) -> CertificateParams {
-    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    params
-        .subject_alt_names
-        .push(SanType::IpAddress([127, 0, 0, 1].into()));
-    params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, cn);
-    params
-}
-
-fn ca_params(cn: &str) -> CertificateParams {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, cn);
-    params
-}
-
-/// Writes a self-signed CA named `cn` to `<name>.pem`; returns its issuer and path.
-fn new_ca(dir: &Path, name: &str, cn: &str) -> (Issuer<'static, KeyPair>, PathBuf) {
-    let key = KeyPair::generate().unwrap();
-    let cert = ca_params(cn).self_signed(&key).unwrap();
-    let path = dir.join(format!("{name}.pem"));
-    std::fs::write(&path, cert.pem()).unwrap();
-    (Issuer::new(ca_params(cn), key), path)
-}
-
-/// Issues a certificate for `cn` into `<name>.pem` and `<name>-key.pem`.
-fn issue(dir: &Path, name: &str, cn: &str, issuer: &Issuer<'_, KeyPair>) -> CertFiles {
-    let key = KeyPair::generate().unwrap();
-    let cert = leaf_params(cn).signed_by(&key, issuer).unwrap();
-    let files = CertFiles {
-        cert: dir.join(format!("{name}.pem")),
-        key: dir.join(format!("{name}-key.pem")),
-    };
-    std::fs::write(&files.cert, cert.pem()).unwrap();
-    std::fs::write(&files.key, key.serialize_pem()).unwrap();
-    files
 }
 
 impl Pki {

@@ -13,6 +13,8 @@
     clippy::print_stderr
 )]
 
+pub mod certs;
+
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
