@@ -7,9 +7,9 @@ use tonic::{Code, Status};
 /// The result type of every client call.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Declares [`EtcdErrorKind`] with etcd's message for every variant.
+/// Declares [`EtcdErrorKind`] with etcd's gRPC code and message for every variant.
 macro_rules! etcd_errors {
-    ($($(#[$doc:meta])* $name:ident => $msg:literal,)*) => {
+    ($($(#[$doc:meta])* $name:ident => $code:ident, $msg:literal,)*) => {
         /// An error etcd defines for its clients, recognised by its exact message
         /// (`etcdserver: ...`).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,6 +29,13 @@ macro_rules! etcd_errors {
                 }
             }
 
+            /// The gRPC code etcd's API sends this kind with (etcd's `rpctypes`).
+            pub fn code(self) -> Code {
+                match self {
+                    $(EtcdErrorKind::$name => Code::$code,)*
+                }
+            }
+
             /// The kind whose message is `message`, if any.
             pub fn from_message(message: &str) -> Option<Self> {
                 match message {
@@ -41,61 +48,61 @@ macro_rules! etcd_errors {
 }
 
 etcd_errors! {
-    EmptyKey => "etcdserver: key is not provided",
-    KeyNotFound => "etcdserver: key not found",
-    ValueProvided => "etcdserver: value is provided",
-    LeaseProvided => "etcdserver: lease is provided",
-    TtlZero => "etcdserver: ttl is 0",
-    TooManyOps => "etcdserver: too many operations in txn request",
-    DuplicateKey => "etcdserver: duplicate key given in txn request",
-    Compacted => "etcdserver: mvcc: required revision has been compacted",
-    FutureRev => "etcdserver: mvcc: required revision is a future revision",
-    NoSpace => "etcdserver: mvcc: database space exceeded",
-    LeaseNotFound => "etcdserver: requested lease not found",
-    LeaseExist => "etcdserver: lease already exists",
-    LeaseTtlTooLarge => "etcdserver: too large lease TTL",
-    MemberExist => "etcdserver: member ID already exist",
-    PeerUrlExist => "etcdserver: Peer URLs already exists",
-    MemberNotEnoughStarted => "etcdserver: re-configuration failed due to not enough started members",
-    MemberBadUrls => "etcdserver: given member URLs are invalid",
-    MemberNotFound => "etcdserver: member not found",
-    MemberNotLearner => "etcdserver: can only promote a learner member",
-    LearnerNotReady => "etcdserver: can only promote a learner member which is in sync with leader",
-    TooManyLearners => "etcdserver: too many learner members in cluster",
-    RequestTooLarge => "etcdserver: request is too large",
-    TooManyRequests => "etcdserver: too many requests",
-    RootUserNotExist => "etcdserver: root user does not exist",
-    RootRoleNotExist => "etcdserver: root user does not have root role",
-    UserAlreadyExist => "etcdserver: user name already exists",
-    UserEmpty => "etcdserver: user name is empty",
-    UserNotFound => "etcdserver: user name not found",
-    RoleAlreadyExist => "etcdserver: role name already exists",
-    RoleNotFound => "etcdserver: role name not found",
-    RoleEmpty => "etcdserver: role name is empty",
-    AuthFailed => "etcdserver: authentication failed, invalid user ID or password",
-    PermissionDenied => "etcdserver: permission denied",
-    RoleNotGranted => "etcdserver: role is not granted to the user",
-    PermissionNotGranted => "etcdserver: permission is not granted to the role",
-    AuthNotEnabled => "etcdserver: authentication is not enabled",
-    InvalidAuthToken => "etcdserver: invalid auth token",
-    InvalidAuthMgmt => "etcdserver: invalid auth management",
-    NoLeader => "etcdserver: no leader",
-    NotLeader => "etcdserver: not leader",
-    LeaderChanged => "etcdserver: leader changed",
-    NotCapable => "etcdserver: not capable",
-    Stopped => "etcdserver: server stopped",
-    Timeout => "etcdserver: request timed out",
-    TimeoutDueToLeaderFail => "etcdserver: request timed out, possibly due to previous leader failure",
-    TimeoutDueToConnectionLost => "etcdserver: request timed out, possibly due to connection lost",
-    Unhealthy => "etcdserver: unhealthy cluster",
-    Corrupt => "etcdserver: corrupt cluster",
-    NotSupportedForLearner => "etcdserver: rpc not supported for learner",
-    BadLeaderTransferee => "etcdserver: bad leader transferee",
-    ClusterVersionUnavailable => "etcdserver: cluster version not found during downgrade",
-    WrongDowngradeVersionFormat => "etcdserver: wrong downgrade target version format",
-    InvalidDowngradeTargetVersion => "etcdserver: invalid downgrade target version",
-    DowngradeInProcess => "etcdserver: cluster has a downgrade job in progress",
-    NoInflightDowngrade => "etcdserver: no inflight downgrade job",
+    EmptyKey => InvalidArgument, "etcdserver: key is not provided",
+    KeyNotFound => InvalidArgument, "etcdserver: key not found",
+    ValueProvided => InvalidArgument, "etcdserver: value is provided",
+    LeaseProvided => InvalidArgument, "etcdserver: lease is provided",
+    TtlZero => InvalidArgument, "etcdserver: ttl is 0",
+    TooManyOps => InvalidArgument, "etcdserver: too many operations in txn request",
+    DuplicateKey => InvalidArgument, "etcdserver: duplicate key given in txn request",
+    Compacted => OutOfRange, "etcdserver: mvcc: required revision has been compacted",
+    FutureRev => OutOfRange, "etcdserver: mvcc: required revision is a future revision",
+    NoSpace => ResourceExhausted, "etcdserver: mvcc: database space exceeded",
+    LeaseNotFound => NotFound, "etcdserver: requested lease not found",
+    LeaseExist => FailedPrecondition, "etcdserver: lease already exists",
+    LeaseTtlTooLarge => OutOfRange, "etcdserver: too large lease TTL",
+    MemberExist => FailedPrecondition, "etcdserver: member ID already exist",
+    PeerUrlExist => FailedPrecondition, "etcdserver: Peer URLs already exists",
+    MemberNotEnoughStarted => FailedPrecondition, "etcdserver: re-configuration failed due to not enough started members",
+    MemberBadUrls => InvalidArgument, "etcdserver: given member URLs are invalid",
+    MemberNotFound => NotFound, "etcdserver: member not found",
+    MemberNotLearner => FailedPrecondition, "etcdserver: can only promote a learner member",
+    LearnerNotReady => FailedPrecondition, "etcdserver: can only promote a learner member which is in sync with leader",
+    TooManyLearners => FailedPrecondition, "etcdserver: too many learner members in cluster",
+    RequestTooLarge => InvalidArgument, "etcdserver: request is too large",
+    TooManyRequests => ResourceExhausted, "etcdserver: too many requests",
+    RootUserNotExist => FailedPrecondition, "etcdserver: root user does not exist",
+    RootRoleNotExist => FailedPrecondition, "etcdserver: root user does not have root role",
+    UserAlreadyExist => FailedPrecondition, "etcdserver: user name already exists",
+    UserEmpty => InvalidArgument, "etcdserver: user name is empty",
+    UserNotFound => FailedPrecondition, "etcdserver: user name not found",
+    RoleAlreadyExist => FailedPrecondition, "etcdserver: role name already exists",
+    RoleNotFound => FailedPrecondition, "etcdserver: role name not found",
+    RoleEmpty => InvalidArgument, "etcdserver: role name is empty",
+    AuthFailed => InvalidArgument, "etcdserver: authentication failed, invalid user ID or password",
+    PermissionDenied => PermissionDenied, "etcdserver: permission denied",
+    RoleNotGranted => FailedPrecondition, "etcdserver: role is not granted to the user",
+    PermissionNotGranted => FailedPrecondition, "etcdserver: permission is not granted to the role",
+    AuthNotEnabled => FailedPrecondition, "etcdserver: authentication is not enabled",
+    InvalidAuthToken => Unauthenticated, "etcdserver: invalid auth token",
+    InvalidAuthMgmt => InvalidArgument, "etcdserver: invalid auth management",
+    NoLeader => Unavailable, "etcdserver: no leader",
+    NotLeader => FailedPrecondition, "etcdserver: not leader",
+    LeaderChanged => Unavailable, "etcdserver: leader changed",
+    NotCapable => Unavailable, "etcdserver: not capable",
+    Stopped => Unavailable, "etcdserver: server stopped",
+    Timeout => Unavailable, "etcdserver: request timed out",
+    TimeoutDueToLeaderFail => Unavailable, "etcdserver: request timed out, possibly due to previous leader failure",
+    TimeoutDueToConnectionLost => Unavailable, "etcdserver: request timed out, possibly due to connection lost",
+    Unhealthy => Unavailable, "etcdserver: unhealthy cluster",
+    Corrupt => DataLoss, "etcdserver: corrupt cluster",
+    NotSupportedForLearner => Unavailable, "etcdserver: rpc not supported for learner",
+    BadLeaderTransferee => FailedPrecondition, "etcdserver: bad leader transferee",
+    ClusterVersionUnavailable => Unavailable, "etcdserver: cluster version not found during downgrade",
+    WrongDowngradeVersionFormat => InvalidArgument, "etcdserver: wrong downgrade target version format",
+    InvalidDowngradeTargetVersion => InvalidArgument, "etcdserver: invalid downgrade target version",
+    DowngradeInProcess => FailedPrecondition, "etcdserver: cluster has a downgrade job in progress",
+    NoInflightDowngrade => FailedPrecondition, "etcdserver: no inflight downgrade job",
 }
 
 impl std::fmt::Display for EtcdErrorKind {

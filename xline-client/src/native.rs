@@ -74,7 +74,7 @@ use std::time::Duration;
 
 use curp::client::{ClientConfig, ClientError, ClientStats, CurpClient, ProposeResponse};
 use curp::transport::client_service::GrpcClientTransport;
-use tonic::{Code, Status};
+use tonic::Status;
 use xline_native::{Command, NativeOutput, NativeResult, Request, WireCodec};
 use xline_proto::etcdserverpb::{
     DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RequestOp, ResponseHeader,
@@ -439,48 +439,9 @@ fn etcd_error(message: String) -> Error {
     match EtcdErrorKind::from_message(&message) {
         Some(kind) => Error::Etcd {
             kind,
-            code: etcd_code(kind),
+            code: kind.code(),
         },
         None => Error::Status(Status::unknown(message)),
-    }
-}
-
-/// The gRPC code etcd's API sends an error of `kind` with (etcd's `rpctypes`).
-fn etcd_code(kind: EtcdErrorKind) -> Code {
-    use EtcdErrorKind::*;
-    match kind {
-        EmptyKey
-        | KeyNotFound
-        | ValueProvided
-        | LeaseProvided
-        | TtlZero
-        | TooManyOps
-        | DuplicateKey
-        | MemberBadUrls
-        | RequestTooLarge
-        | UserEmpty
-        | RoleEmpty
-        | AuthFailed
-        | InvalidAuthMgmt
-        | WrongDowngradeVersionFormat
-        | InvalidDowngradeTargetVersion => Code::InvalidArgument,
-        Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
-        NoSpace | TooManyRequests => Code::ResourceExhausted,
-        LeaseNotFound | MemberNotFound => Code::NotFound,
-        PermissionDenied => Code::PermissionDenied,
-        InvalidAuthToken => Code::Unauthenticated,
-        NoLeader
-        | LeaderChanged
-        | NotCapable
-        | Stopped
-        | Timeout
-        | TimeoutDueToLeaderFail
-        | TimeoutDueToConnectionLost
-        | Unhealthy
-        | NotSupportedForLearner
-        | ClusterVersionUnavailable => Code::Unavailable,
-        Corrupt => Code::DataLoss,
-        _ => Code::FailedPrecondition,
     }
 }
 
@@ -527,7 +488,7 @@ fn connect_reason(err: &ClientError, tls: Option<&TlsOptions>) -> String {
 fn invalid(kind: EtcdErrorKind) -> Error {
     Error::Etcd {
         kind,
-        code: etcd_code(kind),
+        code: kind.code(),
     }
 }
 
@@ -579,6 +540,7 @@ mod tests {
     use crate::TxnOp;
     use curp::client::ResultKind;
     use curp::core::ProposeId;
+    use tonic::Code;
 
     fn response(result: NativeResult, kind: ResultKind) -> ProposeResponse<NativeOutput> {
         ProposeResponse {

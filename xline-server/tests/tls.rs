@@ -490,31 +490,8 @@ async fn certificate_common_name_is_the_auth_user() {
 async fn three_members_with_peer_tls_form_and_replicate() {
     let pki = Pki::new();
     let root = pki.client("root");
-    let ports = free_ports(6);
     let names = ["m1", "m2", "m3"];
-    let peer_urls: Vec<String> = (0..3)
-        .map(|i| format!("https://127.0.0.1:{}", ports[2 * i + 1]))
-        .collect();
-    let client_urls: Vec<String> = (0..3)
-        .map(|i| format!("https://127.0.0.1:{}", ports[2 * i]))
-        .collect();
-    let initial: String = names
-        .iter()
-        .zip(&peer_urls)
-        .map(|(n, u)| format!("{n}={u}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut members = Vec::new();
-    for i in 0..3 {
-        let mut args = member_args(&client_urls[i], &peer_urls[i], &initial);
-        args.extend(pki.client_flags(true));
-        args.extend(pki.peer_flags());
-        args.push("--initial-cluster-token=tls-cluster".to_owned());
-        members.push(Member::spawn(names[i], &args).0);
-    }
-    for (i, m) in members.iter().enumerate() {
-        wait_ready(&pki, &client_urls[i], Some(&root), m).await;
-    }
+    let (_members, client_urls, peer_urls) = tls_cluster(&pki).await;
     // A write through one member is read (linearizably) through the others.
     assert_eq!(
         etcdctl_ok(&pki, &client_urls[0], Some(&root), &["put", "rk", "rv"]),

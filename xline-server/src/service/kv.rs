@@ -6,9 +6,8 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 use xline_proto::etcdserverpb::kv_server::Kv;
 use xline_proto::etcdserverpb::{
-    AlarmRequest, AlarmType, CompactionRequest, CompactionResponse, DeleteRangeRequest,
-    DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
-    TxnRequest, TxnResponse, alarm_request, request_op,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse, request_op,
 };
 
 use crate::command::{self, Command};
@@ -37,24 +36,10 @@ impl KvService {
         Ok(())
     }
 
-    /// Rejects a write that adds data once the backend is over its quota, raising this
-    /// member's NOSPACE alarm through consensus first, as etcd's quota check does (every member
-    /// then refuses such writes until the alarm is disarmed).
+    /// Rejects a write that adds data once the backend is over its quota (etcd's quota check:
+    /// [`ServerContext::check_quota`]).
     async fn check_quota(&self, req: &impl Message) -> Result<(), ServerError> {
-        let size = self.ctx.store.backend().size()?;
-        if size.saturating_add(req.encoded_len() as u64) <= self.ctx.config.quota_bytes() {
-            return Ok(());
-        }
-        let alarm = AlarmRequest {
-            action: alarm_request::AlarmAction::Activate as i32,
-            member_id: self.ctx.member.id,
-            alarm: AlarmType::Nospace as i32,
-        };
-        // As etcd, the write is refused whether or not raising the alarm worked.
-        if let Err(e) = self.propose(command::Request::Alarm(alarm), None).await {
-            tracing::warn!(error = %e, "could not raise the NOSPACE alarm");
-        }
-        Err(EtcdError::NoSpace.into())
+        self.ctx.check_quota(req.encoded_len() as u64).await
     }
 
     async fn propose(
