@@ -16,6 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         // Large opaque payloads decode as zero-copy `Bytes`.
         .bytes(".curppb.CommandData.payload")
+        // Keys are shared with the core's `KeyRange`: encoding a command copies no key.
+        .bytes(".curppb.KeyRange")
         .bytes(".curppb.Snapshot.data")
         .compile_fds(fds)?;
     Ok(())

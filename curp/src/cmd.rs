@@ -4,6 +4,8 @@
 //! [`ConflictKeys`] describe what a command touches so that the witness (later) can tell
 //! whether two commands commute.
 
+use bytes::Bytes;
+
 use crate::error::{DecodeError, ExecutorError};
 
 /// A state-machine command that consensus replicates.
@@ -58,12 +60,15 @@ impl ConflictKeys {
 /// - `start == end == [0]`: all keys;
 /// - `end == [0]`: every key `>= start`;
 /// - otherwise the half-open interval `[start, end)`, empty when `end <= start`.
+///
+/// The keys are shared [`Bytes`]: a range is copied into every log entry, message, journal
+/// record and conflict index that holds its command, and those copies must not allocate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRange {
     /// First key of the range (inclusive).
-    pub start: Vec<u8>,
+    pub start: Bytes,
     /// End of the range (exclusive), or one of the special values described on the type.
-    pub end: Vec<u8>,
+    pub end: Bytes,
 }
 
 /// The upper bound of a [`KeyRange`].
@@ -89,7 +94,7 @@ impl Upper<'_> {
 
 impl KeyRange {
     /// Creates a range from `start` and `end` in etcd's convention (see the type docs).
-    pub fn new(start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>) -> Self {
+    pub fn new(start: impl Into<Bytes>, end: impl Into<Bytes>) -> Self {
         Self {
             start: start.into(),
             end: end.into(),
@@ -99,7 +104,7 @@ impl KeyRange {
     /// The inclusive lower bound and the upper bound of this range.
     fn bounds(&self) -> (&[u8], Upper<'_>) {
         const ZERO: &[u8] = &[0];
-        match (self.start.as_slice(), self.end.as_slice()) {
+        match (self.start.as_ref(), self.end.as_ref()) {
             (ZERO, ZERO) => (&[], Upper::Unbounded),
             (start, []) => (start, Upper::Through(start)),
             (start, ZERO) => (start, Upper::Unbounded),
@@ -162,7 +167,7 @@ pub trait CommandExecutor<C: Command>: Send + Sync + 'static {
     /// # Errors
     ///
     /// Any error is fatal to the node.
-    fn snapshot(&self) -> Result<bytes::Bytes, ExecutorError>;
+    fn snapshot(&self) -> Result<Bytes, ExecutorError>;
 
     /// Replaces the whole state by `data` (an image made by [`CommandExecutor::snapshot`],
     /// possibly on another member) atomically and durably; afterwards
@@ -206,7 +211,7 @@ mod tests {
     use super::*;
 
     fn r(start: &[u8], end: &[u8]) -> KeyRange {
-        KeyRange::new(start, end)
+        KeyRange::new(start.to_vec(), end.to_vec())
     }
 
     #[test]

@@ -621,7 +621,7 @@ async fn orphan_records_are_purged_when_the_client_lease_expires() {
             client_id: crashed.client_id(),
             seq: 1_000,
         },
-        keys: put("z", 99).conflict_keys(),
+        keys: Arc::new(put("z", 99).conflict_keys()),
         payload: Bytes::from(put("z", 99).encode()),
         first_incomplete: 1_000,
     };
@@ -1111,7 +1111,7 @@ async fn new_leader_expires_clients_of_orphans_from_before_its_election() {
             client_id: 0xdead_0001,
             seq: 1,
         },
-        keys: put("z", 99).conflict_keys(),
+        keys: Arc::new(put("z", 99).conflict_keys()),
         payload: Bytes::from(put("z", 99).encode()),
         first_incomplete: 1,
     };

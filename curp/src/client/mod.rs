@@ -448,7 +448,7 @@ where
         // may run under a fresh id (CURP.md DD4). Any other outcome (a timeout, a failover
         // after records were accepted) leaves it possibly executed.
         let mut never_taken = true;
-        let keys = cmd.conflict_keys();
+        let keys = Arc::new(cmd.conflict_keys());
         let payload = Bytes::from(cmd.encode());
         let deadline = Instant::now() + self.config.propose_timeout;
         let mut backoff = self.config.backoff_initial;

@@ -11,7 +11,7 @@
 use super::quorum;
 use super::raft::Core;
 use super::ready::{Event, Role, WitnessOp};
-use super::types::{CommandData, Entry, EntryKind, LogIndex, Message, NodeId, Rejection, Term};
+use super::types::{CommandData, EntryKind, LogIndex, Message, NodeId, Rejection, Term};
 use super::witness;
 
 impl Core {
@@ -26,8 +26,9 @@ impl Core {
                 reason: Rejection::ClientExpired,
             });
         } else if self.role == Role::Leader {
-            if let Err(reason) = self.leader_propose(cmd.clone(), fast, self.cfg.id) {
-                self.event(Event::Rejected { id: cmd.id, reason });
+            let id = cmd.id;
+            if let Err(reason) = self.leader_propose(cmd, fast, self.cfg.id) {
+                self.event(Event::Rejected { id, reason });
             }
         } else if let Some(leader) = self.leader {
             // The ordered path with origin commit: the leader appends, this member commits
@@ -170,15 +171,14 @@ impl Core {
         if index <= self.applied {
             return;
         }
-        let applied: Vec<Entry> = self.log.slice(self.applied + 1, index).to_vec();
-        self.applied = index;
         if let Some(lead) = self.lead.as_mut() {
-            for e in &applied {
+            for e in self.log.slice(self.applied + 1, index) {
                 if let EntryKind::Command { cmd, .. } = &e.kind {
                     lead.ucp.remove(&cmd.id);
                 }
             }
         }
+        self.applied = index;
         self.purge_witness();
     }
 
@@ -192,11 +192,12 @@ impl Core {
         }
     }
 
-    /// After persisting `entries` up to `index`, tells their origins (other than this member
-    /// and `leader`, which learns from the Append answer) that this replica holds them durably
-    /// (CURP.md D2). Followers send once the current Ready is durable, the leader at once (it
-    /// calls this from `advance`).
-    pub(crate) fn ack_origins(&mut self, entries: &[Entry], leader: NodeId) {
+    /// After persisting the log's entries in `[low, high]`, tells their origins (other than this
+    /// member and `leader`, which learns from the Append answer) that this replica holds them
+    /// durably (CURP.md D2). Followers send once the current Ready is durable, the leader at
+    /// once (it calls this from `advance`).
+    pub(crate) fn ack_origins(&mut self, low: LogIndex, high: LogIndex, leader: NodeId) {
+        let entries = self.log.slice(low, high);
         let Some(index) = entries.last().map(|e| e.index) else {
             return;
         };
@@ -259,19 +260,14 @@ impl Core {
         } else {
             0
         };
-        let mut acked: Vec<LogIndex> = self
-            .voters()
-            .iter()
-            .map(|v| {
-                if *v == self.cfg.id {
-                    own
-                } else {
-                    self.acks.get(v).copied().unwrap_or(0)
-                }
-            })
-            .collect();
-        acked.sort_unstable_by(|a, b| b.cmp(a));
-        let Some(&candidate) = acked.get(self.quorum().saturating_sub(1)) else {
+        let acked = self.members.current().voters.iter().map(|v| {
+            if *v == self.cfg.id {
+                own
+            } else {
+                self.acks.get(v).copied().unwrap_or(0)
+            }
+        });
+        let Some(candidate) = quorum::kth_largest(acked, self.quorum()) else {
             return;
         };
         if candidate > self.log.commit && self.log.term(candidate) == Some(self.term) {

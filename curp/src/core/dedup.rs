@@ -191,7 +191,7 @@ mod tests {
     fn cmd(client_id: u64, seq: u64, first_incomplete: u64) -> CommandData {
         CommandData {
             id: ProposeId { client_id, seq },
-            keys: ConflictKeys::default(),
+            keys: std::sync::Arc::new(ConflictKeys::default()),
             payload: Bytes::new(),
             first_incomplete,
         }

@@ -19,32 +19,83 @@ use bytes::Bytes;
 
 use crate::cmd::{ConflictKeys, KeyRange};
 
-/// The exclusive upper bound of an [`Interval`]. `Key < Unbounded` (declaration order).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// The exclusive upper bound of an [`Interval`]. Bounds compare (and are equal) as the keys
+/// they stand for, `Unbounded` above every key: `After(k)` equals `Key(k ++ [0])`.
+#[derive(Debug, Clone)]
 pub(crate) enum End {
     /// Keys strictly below this one.
     Key(Bytes),
+    /// Keys up to and including this one: the bound `k ++ [0]`, the key right after `k`. A
+    /// single key's interval shares the key's bytes instead of building its successor.
+    After(Bytes),
     /// No upper bound.
     Unbounded,
 }
 
 impl End {
+    /// The bound as a key: its bytes and whether a `0` byte follows them (`None`: unbounded).
+    fn bound(&self) -> Option<(&[u8], bool)> {
+        match self {
+            End::Key(key) => Some((key, false)),
+            End::After(key) => Some((key, true)),
+            End::Unbounded => None,
+        }
+    }
+
+    /// This bound against `key`.
+    fn cmp_key(&self, key: &[u8]) -> Ordering {
+        self.bound().map_or(Ordering::Greater, |(end, next)| {
+            cmp_bound(end, next, key, false)
+        })
+    }
+
     /// Whether some key `>= key` lies below this bound, i.e. `self > key`.
     fn after(&self, key: &[u8]) -> bool {
-        match self {
-            End::Key(end) => end.as_ref() > key,
-            End::Unbounded => true,
-        }
+        self.cmp_key(key) == Ordering::Greater
     }
 
     /// Whether `self >= key`: an interval ending here touches or overlaps one starting at `key`.
     fn reaches(&self, key: &[u8]) -> bool {
-        match self {
-            End::Key(end) => end.as_ref() >= key,
-            End::Unbounded => true,
+        self.cmp_key(key) != Ordering::Less
+    }
+}
+
+/// Compares `a` (followed by a `0` byte when `a_next`) with `b` (likewise).
+fn cmp_bound(a: &[u8], a_next: bool, b: &[u8], b_next: bool) -> Ordering {
+    if a_next == b_next {
+        // Appending the same byte to both keeps their order.
+        return a.cmp(b);
+    }
+    let tail = |next: bool| if next { &[0u8][..] } else { &[] };
+    a.iter()
+        .chain(tail(a_next))
+        .cmp(b.iter().chain(tail(b_next)))
+}
+
+impl Ord for End {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self.bound(), other.bound()) {
+            (None, None) => Ordering::Equal,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(_), None) => Ordering::Less,
+            (Some((a, a_next)), Some((b, b_next))) => cmp_bound(a, a_next, b, b_next),
         }
     }
 }
+
+impl PartialOrd for End {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for End {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for End {}
 
 /// A non-empty half-open key interval `[start, end)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,19 +110,12 @@ impl Interval {
     /// Normalises an etcd key range; `None` for an empty range.
     pub(crate) fn from_range(range: &KeyRange) -> Option<Self> {
         const ZERO: &[u8] = &[0];
-        let (start, end) = match (range.start.as_slice(), range.end.as_slice()) {
+        // The range's own keys are shared, not copied.
+        let (start, end) = match (range.start.as_ref(), range.end.as_ref()) {
             (ZERO, ZERO) => (Bytes::new(), End::Unbounded),
-            (start, []) => {
-                let mut next = Vec::with_capacity(start.len() + 1);
-                next.extend_from_slice(start);
-                next.push(0);
-                (Bytes::copy_from_slice(start), End::Key(Bytes::from(next)))
-            }
-            (start, ZERO) => (Bytes::copy_from_slice(start), End::Unbounded),
-            (start, end) if end > start => (
-                Bytes::copy_from_slice(start),
-                End::Key(Bytes::copy_from_slice(end)),
-            ),
+            (_, []) => (range.start.clone(), End::After(range.start.clone())),
+            (_, ZERO) => (range.start.clone(), End::Unbounded),
+            (start, end) if end > start => (range.start.clone(), End::Key(range.end.clone())),
             _ => return None,
         };
         Some(Self { start, end })
@@ -108,24 +152,22 @@ impl Footprint {
             .filter_map(Interval::from_range)
             .collect();
         intervals.sort_by(|a, b| a.start.cmp(&b.start));
-        // Merge overlapping or touching intervals: the union covers the same keys, and the
-        // command's own intervals never need to be told apart.
-        let mut merged: Vec<Interval> = Vec::with_capacity(intervals.len());
-        for interval in intervals {
-            match merged.last_mut() {
-                Some(last) if last.end.reaches(&interval.start) => {
-                    if interval.end > last.end {
-                        last.end = interval.end;
-                    }
-                }
-                _ => merged.push(interval),
+        // Merge overlapping or touching intervals (in place): the union covers the same keys,
+        // and the command's own intervals never need to be told apart.
+        intervals.dedup_by(|next, last| {
+            if !last.end.reaches(&next.start) {
+                return false;
             }
-        }
+            if next.end > last.end {
+                last.end = std::mem::replace(&mut next.end, End::Unbounded);
+            }
+            true
+        });
         let mut leases: Vec<i64> = keys.leases.iter().copied().filter(|&l| l != 0).collect();
         leases.sort_unstable();
         leases.dedup();
         Self {
-            intervals: merged,
+            intervals,
             leases,
             exclusive: keys.exclusive,
         }
@@ -544,7 +586,7 @@ pub(crate) mod test_util {
     pub(crate) fn command(client_id: u64, seq: u64, keys: ConflictKeys) -> CommandData {
         CommandData {
             id: ProposeId { client_id, seq },
-            keys,
+            keys: std::sync::Arc::new(keys),
             payload: Bytes::new(),
             first_incomplete: 0,
         }
@@ -557,11 +599,66 @@ mod tests {
     use super::*;
 
     fn r(start: &[u8], end: &[u8]) -> KeyRange {
-        KeyRange::new(start, end)
+        KeyRange::new(start.to_vec(), end.to_vec())
     }
 
     fn iv(start: &[u8], end: &[u8]) -> Interval {
         Interval::from_range(&r(start, end)).expect("non-empty")
+    }
+
+    /// `After(k)` orders, and is equal, exactly like `Key(k ++ [0])`, against bounds and keys.
+    #[test]
+    fn successor_bounds_order_as_their_keys() {
+        // The key a bound stands for (`None`: unbounded, above every key).
+        fn as_key(end: &End) -> Option<Vec<u8>> {
+            end.bound().map(|(key, next)| {
+                let mut key = key.to_vec();
+                if next {
+                    key.push(0);
+                }
+                key
+            })
+        }
+        let keys: Vec<Vec<u8>> = [
+            &b""[..],
+            b"\0",
+            b"\0\0",
+            b"a",
+            b"a\0",
+            b"a\0\0",
+            b"a\x01",
+            b"ab",
+            b"b",
+        ]
+        .iter()
+        .map(|k| k.to_vec())
+        .collect();
+        let mut ends = vec![End::Unbounded];
+        for k in &keys {
+            ends.push(End::Key(Bytes::from(k.clone())));
+            ends.push(End::After(Bytes::from(k.clone())));
+        }
+        let mut checked = 0;
+        for a in &ends {
+            for b in &ends {
+                let expected = match (as_key(a), as_key(b)) {
+                    (None, None) => Ordering::Equal,
+                    (None, Some(_)) => Ordering::Greater,
+                    (Some(_), None) => Ordering::Less,
+                    (Some(x), Some(y)) => x.cmp(&y),
+                };
+                assert_eq!(a.cmp(b), expected, "{a:?} vs {b:?}");
+                assert_eq!(a == b, expected == Ordering::Equal, "{a:?} vs {b:?}");
+                checked += 1;
+            }
+            for k in &keys {
+                let expected = as_key(a).is_none_or(|x| x.as_slice() > k.as_slice());
+                assert_eq!(a.after(k), expected, "{a:?} after {k:?}");
+                let reaches = as_key(a).is_none_or(|x| x.as_slice() >= k.as_slice());
+                assert_eq!(a.reaches(k), reaches, "{a:?} reaches {k:?}");
+            }
+        }
+        assert_eq!(checked, ends.len() * ends.len());
     }
 
     #[test]

@@ -16,6 +16,20 @@
 //! For even `n` these are the formulas of CURP.md's table, not PR #947's stricter rules
 //! (which give `SQ = 4` for `n = 4`); the three invariants hold either way.
 
+/// The `k`-th largest of `values` (`k = 0` counts as `1`): the largest value that at least
+/// `k` of them reach, e.g. the highest index a quorum of `k` members holds. `None` when there
+/// are fewer than `k` values. Allocates nothing (quadratic, for the handful of voters).
+pub(crate) fn kth_largest<I>(values: I, k: usize) -> Option<u64>
+where
+    I: Iterator<Item = u64> + Clone,
+{
+    let k = k.max(1);
+    values
+        .clone()
+        .filter(|&x| values.clone().filter(|&v| v >= x).count() >= k)
+        .max()
+}
+
 /// The majority of `n` voters: `⌊n/2⌋ + 1`.
 pub fn majority(n: usize) -> usize {
     n / 2 + 1
@@ -41,6 +55,32 @@ pub fn super_quorum(n: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    /// `kth_largest` is the `k`-th element of the values sorted in descending order.
+    #[test]
+    fn kth_largest_matches_sorting() {
+        let mut state = 0x5eed_u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            state >> 33
+        };
+        for _ in 0..2_000 {
+            let len = usize::try_from(next() % 8).expect("small");
+            let values: Vec<u64> = (0..len).map(|_| next() % 6).collect();
+            let mut sorted = values.clone();
+            sorted.sort_unstable_by(|a, b| b.cmp(a));
+            for k in 0..=len + 1 {
+                let expected = sorted.get(k.saturating_sub(1)).copied();
+                assert_eq!(
+                    kth_largest(values.iter().copied(), k),
+                    expected,
+                    "{values:?} k={k}"
+                );
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

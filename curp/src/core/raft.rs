@@ -357,6 +357,22 @@ impl Core {
         }
     }
 
+    /// Brings `status` up to date with [`Core::status`], cloning the membership only when it
+    /// changed (a driver publishes its status after every round).
+    pub fn update_status(&self, status: &mut Status) {
+        status.id = self.cfg.id;
+        status.role = self.role;
+        status.term = self.term;
+        status.leader = self.leader;
+        status.commit = self.log.commit;
+        status.applied = self.applied;
+        status.last_index = self.log.last_index();
+        let membership = self.members.current();
+        if status.membership != *membership {
+            status.membership.clone_from(membership);
+        }
+    }
+
     /// The entries currently held (`first_index..=last_index`, after the snapshot), for
     /// invariant checkers.
     pub fn log(&self) -> &[Entry] {
@@ -637,12 +653,17 @@ impl Core {
     /// Committed entries not yet handed out, with their dedup verdicts (the table advances in
     /// log order here, identically on every member).
     fn take_committed(&mut self) -> Vec<Committed> {
-        let entries = self.log.next_committed().to_vec();
+        let entries = self.log.next_committed();
         let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
             let duplicate = self.dedup.apply(&entry.kind);
-            self.log.emitted = entry.index;
-            out.push(Committed { entry, duplicate });
+            out.push(Committed {
+                entry: entry.clone(),
+                duplicate,
+            });
+        }
+        if let Some(last) = out.last() {
+            self.log.emitted = last.entry.index;
         }
         out
     }

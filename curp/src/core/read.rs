@@ -110,23 +110,20 @@ impl Core {
     /// whose index is committed.
     pub(crate) fn release_reads(&mut self) {
         let commit = self.log.commit;
-        let voters = self.voters();
         let quorum = self.quorum();
+        let id = self.cfg.id;
         let Some(lead) = self.lead.as_mut() else {
             return;
         };
-        let mut acked: Vec<u64> = voters
-            .iter()
-            .map(|v| {
-                if *v == self.cfg.id {
-                    u64::MAX
-                } else {
-                    lead.read_acks.get(v).copied().unwrap_or(0)
-                }
-            })
-            .collect();
-        acked.sort_unstable_by(|a, b| b.cmp(a));
-        let confirmed = acked.get(quorum.saturating_sub(1)).copied().unwrap_or(0);
+        let read_acks = &lead.read_acks;
+        let acked = self.members.current().voters.iter().map(|v| {
+            if *v == id {
+                u64::MAX
+            } else {
+                read_acks.get(v).copied().unwrap_or(0)
+            }
+        });
+        let confirmed = super::quorum::kth_largest(acked, quorum).unwrap_or(0);
         let (ready, waiting): (Vec<PendingRead>, Vec<PendingRead>) = lead
             .reads
             .drain(..)

@@ -176,45 +176,41 @@ impl Core {
             self.log.commit = commit;
         }
         self.respond_append(from, true, last_new, read_round);
-        if !appended.is_empty() {
-            self.ack_origins(&appended, from);
+        if let Some((low, high)) = appended {
+            self.ack_origins(low, high, from);
         }
     }
 
     /// Appends the leader's entries after the matching prefix, truncating the first conflict
-    /// (Raft §5.3). Returns the entries actually added.
-    fn append_from_leader(&mut self, entries: Vec<Entry>) -> Vec<Entry> {
+    /// (Raft §5.3). Returns the range of indexes actually added (`None`: nothing was).
+    fn append_from_leader(&mut self, mut entries: Vec<Entry>) -> Option<(LogIndex, LogIndex)> {
         let first_new = entries
             .iter()
-            .position(|e| !self.log.matches(e.index, e.term));
-        let Some(first_new) = first_new else {
-            return Vec::new();
+            .position(|e| !self.log.matches(e.index, e.term))?;
+        // The matching prefix is already held; the rest moves into the log without a copy.
+        let new = entries.split_off(first_new);
+        let (head, last) = match (new.first(), new.last()) {
+            (Some(head), Some(last)) => (head.index, last.index),
+            _ => return None,
         };
-        let new = entries[first_new..].to_vec();
-        if let Some(head) = new.first()
-            && head.index <= self.log.last_index()
-        {
-            if head.index <= self.log.commit {
+        if head <= self.log.last_index() {
+            if head <= self.log.commit {
                 // A leader never conflicts with a committed entry; refuse rather than lose
                 // committed data.
-                debug_assert!(
-                    false,
-                    "leader conflicts with committed entry {}",
-                    head.index
-                );
-                return Vec::new();
+                debug_assert!(false, "leader conflicts with committed entry {head}");
+                return None;
             }
-            self.log.truncate_from(head.index);
-            self.members.truncate_from(head.index);
+            self.log.truncate_from(head);
+            self.members.truncate_from(head);
         }
-        for e in &new {
+        for e in new {
             if let EntryKind::ConfChange(change) = &e.kind {
                 self.members.append(e.index, change);
             }
-            self.log.push(e.clone());
+            self.log.push(e);
         }
         self.refresh_role();
-        new
+        Some((head, last))
     }
 
     /// A follower's answer, sent once what it acknowledges is durable.
@@ -281,9 +277,8 @@ impl Core {
     /// The leader's own copy up to `after` became durable: count it, and tell the origins of
     /// those entries (CURP.md D2).
     pub(crate) fn leader_persisted(&mut self, before: LogIndex, after: LogIndex) {
-        let entries = self.log.slice(before + 1, after).to_vec();
         self.maybe_commit();
-        self.ack_origins(&entries, self.cfg.id);
+        self.ack_origins(before + 1, after, self.cfg.id);
     }
 
     /// Leader: commits the highest current-term index durable on a majority (Raft §5.4.2).
@@ -291,19 +286,15 @@ impl Core {
         let Some(lead) = self.lead.as_ref() else {
             return;
         };
-        let voters = self.voters();
-        let mut matched: Vec<LogIndex> = voters
-            .iter()
-            .map(|v| {
-                if *v == self.cfg.id {
-                    self.log.persisted()
-                } else {
-                    lead.progress.get(v).map_or(0, |pr| pr.match_index)
-                }
-            })
-            .collect();
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        let Some(&candidate) = matched.get(self.quorum().saturating_sub(1)) else {
+        let (id, persisted) = (self.cfg.id, self.log.persisted());
+        let matched = self.members.current().voters.iter().map(|v| {
+            if *v == id {
+                persisted
+            } else {
+                lead.progress.get(v).map_or(0, |pr| pr.match_index)
+            }
+        });
+        let Some(candidate) = super::quorum::kth_largest(matched, self.quorum()) else {
             return;
         };
         if candidate > self.log.commit && self.log.term(candidate) == Some(self.term) {

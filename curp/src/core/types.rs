@@ -2,6 +2,7 @@
 //! exchange. Everything here is plain data (no I/O); the transport encodes it later.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -25,12 +26,15 @@ pub struct ProposeId {
 }
 
 /// A command as consensus sees it: opaque bytes plus what the command touches.
+///
+/// Cloning allocates nothing (the keys and the payload are shared): a command is copied into
+/// the log, every Append carrying it, the persisted batch, the witness and the conflict pools.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandData {
     /// The proposal id.
     pub id: ProposeId,
-    /// Conflict keys, as `Command::conflict_keys` reported them.
-    pub keys: ConflictKeys,
+    /// Conflict keys, as `Command::conflict_keys` reported them (shared, never mutated).
+    pub keys: Arc<ConflictKeys>,
     /// The encoded command.
     pub payload: Bytes,
     /// The lowest sequence number of this client whose result the client has not yet

@@ -5,7 +5,8 @@
 //! result depends on their order), and a read that conflicts with any of them must wait for
 //! them to be applied.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 
 use super::interval::{ConflictIndex, Footprint};
 use super::types::{CommandData, ProposeId};
@@ -20,15 +21,25 @@ struct Occurrence {
     token: u64,
 }
 
+/// The occurrences of one id, oldest first. An id is almost always in the log once, so the
+/// first occurrence is held inline and the rare later ones (a command recovered from the
+/// witnesses and also re-proposed by its client) in `later`, which allocates only then.
+#[derive(Debug, Clone)]
+struct Occurrences {
+    /// The oldest occurrence.
+    first: Occurrence,
+    /// The others, oldest first.
+    later: VecDeque<Occurrence>,
+}
+
 /// The uncommitted pool: a multiset of commands with an index answering "does anything held
 /// conflict with this?" in `O(log n)` per key range.
 #[derive(Debug, Clone, Default)]
 pub struct Ucp {
     /// Ranges, leases and exclusive count of every occurrence held.
     index: ConflictIndex,
-    /// Occurrences by id, oldest first (an id may be in the log more than once, e.g. a command
-    /// recovered from the witnesses and also re-proposed by its client).
-    entries: HashMap<ProposeId, Vec<Occurrence>>,
+    /// Occurrences by id (an id may be in the log more than once).
+    entries: HashMap<ProposeId, Occurrences>,
 }
 
 impl Ucp {
@@ -43,28 +54,30 @@ impl Ucp {
         let footprint = Footprint::new(&cmd.keys);
         let conflict = self.index.conflicts(&footprint);
         let token = self.index.insert(&footprint);
-        self.entries
-            .entry(cmd.id)
-            .or_default()
-            .push(Occurrence { footprint, token });
+        let occurrence = Occurrence { footprint, token };
+        match self.entries.entry(cmd.id) {
+            Entry::Occupied(mut held) => held.get_mut().later.push_back(occurrence),
+            Entry::Vacant(slot) => {
+                slot.insert(Occurrences {
+                    first: occurrence,
+                    later: VecDeque::new(),
+                });
+            }
+        }
         conflict
     }
 
     /// Removes the oldest occurrence of the command with this id (it was applied); whether one
     /// was held.
     pub fn remove(&mut self, id: &ProposeId) -> bool {
-        let Some(occurrences) = self.entries.get_mut(id) else {
+        let Entry::Occupied(mut held) = self.entries.entry(*id) else {
             return false;
         };
-        if occurrences.is_empty() {
-            self.entries.remove(id);
-            return false;
-        }
-        let occurrence = occurrences.remove(0);
-        if occurrences.is_empty() {
-            self.entries.remove(id);
-        }
-        self.index.remove(&occurrence.footprint, occurrence.token);
+        let oldest = match held.get_mut().later.pop_front() {
+            Some(next) => std::mem::replace(&mut held.get_mut().first, next),
+            None => held.remove().first,
+        };
+        self.index.remove(&oldest.footprint, oldest.token);
         true
     }
 
@@ -106,7 +119,7 @@ mod tests {
         ConflictKeys {
             ranges: ranges
                 .iter()
-                .map(|(start, end)| KeyRange::new(*start, *end))
+                .map(|(start, end)| KeyRange::new(start.to_vec(), end.to_vec()))
                 .collect(),
             leases: leases.to_vec(),
             exclusive,

@@ -213,7 +213,7 @@ mod tests {
         ConflictKeys {
             ranges: ranges
                 .iter()
-                .map(|(start, end)| KeyRange::new(*start, *end))
+                .map(|(start, end)| KeyRange::new(start.to_vec(), end.to_vec()))
                 .collect(),
             leases: leases.to_vec(),
             exclusive: false,

@@ -26,6 +26,7 @@
 //! the witness acknowledges it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message as _;
@@ -117,11 +118,11 @@ pub struct CommandRecord {
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct RangeRecord {
     /// First key.
-    #[prost(bytes = "vec", tag = "1")]
-    pub start: Vec<u8>,
+    #[prost(bytes = "bytes", tag = "1")]
+    pub start: Bytes,
     /// End (etcd convention).
-    #[prost(bytes = "vec", tag = "2")]
-    pub end: Vec<u8>,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub end: Bytes,
 }
 
 /// A [`ConfChange`].
@@ -272,7 +273,7 @@ fn command_data(rec: CommandRecord) -> CommandData {
             client_id: rec.client_id,
             seq: rec.seq,
         },
-        keys: ConflictKeys {
+        keys: Arc::new(ConflictKeys {
             ranges: rec
                 .ranges
                 .into_iter()
@@ -280,7 +281,7 @@ fn command_data(rec: CommandRecord) -> CommandData {
                 .collect(),
             leases: rec.leases,
             exclusive: rec.exclusive,
-        },
+        }),
         payload: rec.payload,
         first_incomplete: rec.first_incomplete,
     }
@@ -777,11 +778,11 @@ mod tests {
     fn cmd(client_id: u64, seq: u64) -> CommandData {
         CommandData {
             id: ProposeId { client_id, seq },
-            keys: ConflictKeys {
+            keys: Arc::new(ConflictKeys {
                 ranges: vec![KeyRange::new(format!("k{seq}"), Vec::new())],
                 leases: vec![0, 7],
                 exclusive: seq.is_multiple_of(2),
-            },
+            }),
             payload: Bytes::from(format!("payload {client_id}/{seq}")),
             first_incomplete: seq / 2,
         }

@@ -835,16 +835,16 @@ where
     /// Publishes the status handles read, and hands the transport the peer URLs of a new
     /// configuration (after a change, a snapshot, or at start from the stored one).
     fn publish_status(&mut self) {
-        let status = self.core.status();
-        if status.membership.peers != self.peers {
-            self.peers.clone_from(&status.membership.peers);
+        let known = &self.core.members.current().peers;
+        if *known != self.peers {
+            self.peers.clone_from(known);
             let mut peers = self.config.peer_urls.clone();
             peers.extend(self.peers.iter().map(|(id, urls)| (*id, urls.clone())));
             peers.remove(&self.config.id);
             tracing::info!(id = self.config.id, ?peers, "peer URLs changed");
             self.transport.set_peers(&peers);
         }
-        *self.shared.status.lock() = status;
+        self.core.update_status(&mut self.shared.status.lock());
         let metrics = &self.shared.metrics;
         Counters::set(&metrics.proposals_pending, self.proposals.len());
         Counters::set(&metrics.witness_pool_size, self.core.witness.len());

@@ -309,7 +309,7 @@ impl<C: Command, O: Send + 'static> NodeHandle<C, O> {
                 client_id: self.ids.client_id,
                 seq,
             },
-            keys: cmd.conflict_keys(),
+            keys: Arc::new(cmd.conflict_keys()),
             payload: Bytes::from(cmd.encode()),
             first_incomplete,
         };

@@ -133,6 +133,10 @@ impl RaftEngineLog {
             dir: dir.to_owned(),
             target_file_size: ReadableSize(options.target_file_size),
             purge_threshold: ReadableSize(options.purge_threshold),
+            // No lz4 on log batches (etcd's WAL is not compressed either): commands carry
+            // client values, often incompressible, and compressing each round's batch cost CPU
+            // and a fresh output buffer per write on the driver thread.
+            batch_compression_threshold: ReadableSize(0),
             ..Config::default()
         };
         let engine = Engine::open(config).map_err(engine_error)?;

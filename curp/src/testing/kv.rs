@@ -10,6 +10,7 @@
 //! speculation on stale state.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -140,7 +141,7 @@ impl KvCommand {
     pub fn to_data(&self, id: ProposeId, first_incomplete: u64) -> CommandData {
         CommandData {
             id,
-            keys: self.conflict_keys(),
+            keys: Arc::new(self.conflict_keys()),
             payload: self.encode(),
             first_incomplete,
         }

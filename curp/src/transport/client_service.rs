@@ -121,7 +121,7 @@ impl<C: Command, O: Send + 'static, K: OutputCodec<O>> ClientService<C, O, K> {
             decoded = admission(decoded).map_err(Ok)?;
             data.payload = decoded.encode().into();
         }
-        data.keys = decoded.conflict_keys();
+        data.keys = Arc::new(decoded.conflict_keys());
         Ok(data)
     }
 

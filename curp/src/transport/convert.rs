@@ -7,6 +7,8 @@
 //! panics. Decoding is lenient where the core value is still well defined: repeated member
 //! ids in a [`curppb::Membership`] collapse into the set.
 
+use std::sync::Arc;
+
 use crate::cmd::{ConflictKeys, KeyRange};
 use crate::core::{
     CommandData, ConfChange, Entry, EntryKind, Envelope, Membership, Message, ProposeId, Rejection,
@@ -100,7 +102,7 @@ impl From<&CommandData> for curppb::CommandData {
     fn from(cmd: &CommandData) -> Self {
         Self {
             id: Some((&cmd.id).into()),
-            keys: Some((&cmd.keys).into()),
+            keys: Some(cmd.keys.as_ref().into()),
             payload: cmd.payload.clone(),
             first_incomplete: cmd.first_incomplete,
         }
@@ -113,7 +115,7 @@ impl TryFrom<curppb::CommandData> for CommandData {
     fn try_from(cmd: curppb::CommandData) -> Result<Self, Self::Error> {
         Ok(Self {
             id: required(cmd.id, "CommandData", "id")?.into(),
-            keys: required(cmd.keys, "CommandData", "keys")?.into(),
+            keys: Arc::new(required(cmd.keys, "CommandData", "keys")?.into()),
             payload: cmd.payload,
             first_incomplete: cmd.first_incomplete,
         })
@@ -616,13 +618,13 @@ mod tests {
     fn command(rng: &mut Rng) -> CommandData {
         CommandData {
             id: propose_id(rng),
-            keys: ConflictKeys {
+            keys: Arc::new(ConflictKeys {
                 ranges: (0..rng.below(4))
                     .map(|_| KeyRange::new(rng.bytes(8), rng.bytes(8)))
                     .collect(),
                 leases: (0..rng.below(4)).map(|_| rng.next() as i64).collect(),
                 exclusive: rng.bool(),
-            },
+            }),
             payload: Bytes::from(rng.bytes(64)),
             first_incomplete: rng.num(),
         }

@@ -68,11 +68,11 @@ pub(crate) fn voters(n: u64) -> Membership {
 pub(crate) fn cmd(client_id: u64, seq: u64, key: &str) -> CommandData {
     CommandData {
         id: ProposeId { client_id, seq },
-        keys: ConflictKeys {
+        keys: std::sync::Arc::new(ConflictKeys {
             ranges: vec![KeyRange::new(key.as_bytes().to_vec(), Vec::new())],
             leases: Vec::new(),
             exclusive: false,
-        },
+        }),
         payload: Bytes::from(format!("put {key}")),
         first_incomplete: 0,
     }

@@ -566,11 +566,11 @@ fn append(seq: u64, payload: usize) -> Envelope {
                             client_id: 9,
                             seq: seq * 10 + i as u64,
                         },
-                        keys: ConflictKeys {
+                        keys: std::sync::Arc::new(ConflictKeys {
                             ranges: vec![KeyRange::new(b"key".to_vec(), Vec::new())],
                             leases: vec![],
                             exclusive: false,
-                        },
+                        }),
                         payload: Bytes::from(vec![b'x'; len]),
                         first_incomplete: 0,
                     },
