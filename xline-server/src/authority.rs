@@ -15,7 +15,10 @@
 //! (with the shortened value), every other field becomes a literal without indexing. h2's table
 //! then holds the same entries in the same order, each no larger than the client's, so h2 never
 //! evicts an entry the client may still reference. A block that does not decode is passed on as
-//! it is and the connection becomes transparent (h2 reports the error itself).
+//! it is and the connection becomes transparent (h2 reports the error itself). So does a
+//! connection whose first `:authority` needs no fix: clients send their dial target as the
+//! authority of every request on a connection, so nothing after it would need one either, and
+//! the connection then costs no parsing.
 
 use std::io;
 use std::pin::Pin;
@@ -239,11 +242,18 @@ impl<S> AuthorityFix<S> {
             self.go_transparent_with(&block.raw);
             return;
         }
-        let needs_fix = fields
+        let authority = fields
             .iter()
-            .any(|(name, value, _)| name == b":authority" && fixed_authority(value).is_some());
-        if !needs_fix {
+            .find(|(name, _, _)| name == b":authority")
+            .map(|(_, value, _)| value);
+        let Some(fixed) = authority.map(|value| fixed_authority(value)) else {
             self.output.extend_from_slice(&block.raw);
+            return;
+        };
+        if fixed.is_none() {
+            // A client sends one authority per connection (its dial target): this one needs no
+            // fix, so neither will its later requests. Stop interpreting.
+            self.go_transparent_with(&block.raw);
             return;
         }
         let mut encoded = Vec::with_capacity(block.fragment.len() + 16);
@@ -679,6 +689,8 @@ mod tests {
         );
         input.extend(frame(HEADERS, END_HEADERS, 1, &block));
         input.extend(frame(0x0, 0, 1, &[9; 40_000][..16_000]));
+        // The connection's authority needed no fix: later blocks are not even parsed.
+        input.extend(frame(HEADERS, END_HEADERS, 3, &[0xff; 7]));
         let mut fix = AuthorityFix::new(Trickle {
             data: input.clone(),
             pos: 0,
@@ -687,6 +699,7 @@ mod tests {
         let mut out = Vec::new();
         fix.read_to_end(&mut out).await.expect("read");
         assert_eq!(out, input);
+        assert!(matches!(fix.state, State::Transparent));
     }
 
     #[tokio::test]

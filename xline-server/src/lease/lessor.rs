@@ -92,6 +92,9 @@ pub enum Renewal {
 #[derive(Debug)]
 pub struct LeaseTable {
     leases: HashMap<i64, Lease>,
+    /// The lease each attached key is attached to (etcd's item map): a put learns the lease
+    /// it replaces without reading the key's previous value.
+    key_lease: HashMap<Vec<u8>, i64>,
     /// Due times of the leases that may expire (only while primary).
     queue: ExpiryQueue,
     primary: bool,
@@ -104,6 +107,7 @@ impl LeaseTable {
     pub fn new(min_ttl: i64) -> Self {
         Self {
             leases: HashMap::new(),
+            key_lease: HashMap::new(),
             queue: ExpiryQueue::new(),
             primary: false,
             min_ttl,
@@ -181,7 +185,18 @@ impl LeaseTable {
     /// Removes lease `id` and returns it (with its keys, which the caller deletes).
     pub fn revoke(&mut self, id: i64) -> Option<Lease> {
         self.queue.remove(id);
-        self.leases.remove(&id)
+        let lease = self.leases.remove(&id)?;
+        for key in &lease.keys {
+            if self.key_lease.get(key) == Some(&id) {
+                self.key_lease.remove(key);
+            }
+        }
+        Some(lease)
+    }
+
+    /// The lease `key` is attached to (0: none).
+    pub fn lease_of(&self, key: &[u8]) -> i64 {
+        self.key_lease.get(key).copied().unwrap_or(0)
     }
 
     /// Attaches `key` to lease `id`; false when there is no such lease.
@@ -189,6 +204,13 @@ impl LeaseTable {
         match self.leases.get_mut(&id) {
             Some(lease) => {
                 lease.keys.insert(key.to_vec());
+                if let Some(old) = self.key_lease.insert(key.to_vec(), id)
+                    && old != id
+                    && let Some(other) = self.leases.get_mut(&old)
+                {
+                    // A key has one lease: attaching it elsewhere detaches it here.
+                    other.keys.remove(key);
+                }
                 true
             }
             None => false,
@@ -197,6 +219,9 @@ impl LeaseTable {
 
     /// Detaches `key` from lease `id`; false when the lease or the attachment did not exist.
     pub fn detach(&mut self, id: i64, key: &[u8]) -> bool {
+        if self.key_lease.get(key) == Some(&id) {
+            self.key_lease.remove(key);
+        }
         self.leases
             .get_mut(&id)
             .is_some_and(|lease| lease.keys.remove(key))

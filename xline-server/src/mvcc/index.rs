@@ -83,6 +83,17 @@ impl Index {
         self.keys.get(key)?.get(at_rev)
     }
 
+    /// The history of `key`, to read and extend in place (None if the index has none).
+    pub fn key_mut(&mut self, key: &[u8]) -> Option<&mut KeyIndex> {
+        self.keys.get_mut(key)
+    }
+
+    /// The history of `key`, created empty if the index has none; the caller records a write
+    /// in it (an empty history must not stay in the index).
+    pub fn entry(&mut self, key: &[u8]) -> &mut KeyIndex {
+        self.keys.entry(key.to_vec()).or_default()
+    }
+
     /// Keys of the etcd range `[key, end)` live at `at_rev`, ascending, with the revision holding
     /// the visible value.
     ///

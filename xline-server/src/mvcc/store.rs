@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use parking_lot::RwLock;
@@ -80,11 +81,27 @@ type CompactionJob = (i64, HashSet<Revision>);
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppliedEvents {
     /// Every put and delete, in revision order. Each event's `kv.mod_revision` is its revision
-    /// (a delete's `kv` holds the key and that revision only); `prev_kv` is always filled when the
-    /// key existed before, and watchers that did not ask for it strip it.
+    /// (a delete's `kv` holds the key and that revision only). `prev_kv` is filled when the key
+    /// existed before and `prev_kv_complete` is set; watchers that did not ask for it strip it.
     pub events: Vec<Event>,
     /// The store's revision after the batch.
     pub revision: i64,
+    /// Whether every event of a key that existed before carries its `prev_kv`. Puts read the
+    /// previous value only while someone holds a [`PrevKvInterest`] (or the request needs it),
+    /// so a batch applied while none was held may lack them: a watcher that wants `prev_kv`
+    /// reads such a batch from the store instead ([`KvStore::events_between`] fills them).
+    pub prev_kv_complete: bool,
+}
+
+/// While held, applied batches carry every event's `prev_kv` (see
+/// [`AppliedEvents::prev_kv_complete`]); watchers that asked for `prev_kv` hold one.
+#[derive(Debug)]
+pub struct PrevKvInterest(Arc<AtomicUsize>);
+
+impl Drop for PrevKvInterest {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// How many applied batches a slow subscriber may fall behind before it must catch up from
@@ -103,6 +120,8 @@ pub struct KvStore {
     compactor_thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
     finished_compaction: watch::Receiver<i64>,
     events: tokio::sync::broadcast::Sender<Arc<AppliedEvents>>,
+    /// How many [`PrevKvInterest`]s are held.
+    prev_kv_interest: Arc<AtomicUsize>,
     /// Leases; changed only by [`KvStore::apply`], except for deadlines.
     lessor: Arc<Lessor>,
     /// Users, roles, the auth switch and tokens; changed only by [`KvStore::apply`].
@@ -235,6 +254,7 @@ impl KvStore {
             compactor_thread: parking_lot::Mutex::new(Some(thread)),
             finished_compaction: done_rx,
             events: tokio::sync::broadcast::channel(EVENT_CHANNEL_CAPACITY).0,
+            prev_kv_interest: Arc::new(AtomicUsize::new(0)),
             lessor,
             auth,
         }))
@@ -308,6 +328,9 @@ impl KvStore {
         let mut pending = HashMap::new();
         let mut compactions = Vec::new();
         let mut events = Vec::new();
+        // Read once per batch: the batch is complete or says it is not (see AppliedEvents).
+        let with_prev = self.prev_kv_interest.load(Ordering::Acquire) > 0;
+        let mut prev_kv_complete = true;
         let mut outputs = Vec::with_capacity(batch.len());
         for (index, cmd) in batch {
             if let Some(request) = &cmd.request {
@@ -338,6 +361,8 @@ impl KvStore {
                 pending: &mut pending,
                 compactions: &mut compactions,
                 events: &mut events,
+                with_prev,
+                prev_kv_complete: &mut prev_kv_complete,
             };
             let result = applier.apply(cmd);
             if applier.sub > 0 {
@@ -371,9 +396,11 @@ impl KvStore {
         }
         if !events.is_empty() {
             // No subscriber is fine: nobody watches.
-            let _ = self
-                .events
-                .send(Arc::new(AppliedEvents { events, revision }));
+            let _ = self.events.send(Arc::new(AppliedEvents {
+                events,
+                revision,
+                prev_kv_complete,
+            }));
         }
         let compactor = self.compactor.lock();
         for job in compactions {
@@ -390,6 +417,13 @@ impl KvStore {
     /// [`KvStore::events_between`].
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<AppliedEvents>> {
         self.events.subscribe()
+    }
+
+    /// Asks for `prev_kv` in the events of the batches applied while the returned value is
+    /// held (a batch already being applied may still lack them; it says so).
+    pub fn prev_kv_interest(&self) -> PrevKvInterest {
+        self.prev_kv_interest.fetch_add(1, Ordering::AcqRel);
+        PrevKvInterest(Arc::clone(&self.prev_kv_interest))
     }
 
     /// The stored events with main revision in `from_rev..=to_rev`, in revision order, at most
@@ -533,6 +567,10 @@ struct Applier<'a> {
     pending: &'a mut HashMap<Revision, KeyValue>,
     compactions: &'a mut Vec<CompactionJob>,
     events: &'a mut Vec<Event>,
+    /// Fill every event's `prev_kv` (someone holds a [`PrevKvInterest`]).
+    with_prev: bool,
+    /// Cleared when an event of a key that existed lacks its `prev_kv`.
+    prev_kv_complete: &'a mut bool,
     main: i64,
     /// Writes done so far by this request.
     sub: i64,
@@ -627,38 +665,81 @@ impl Applier<'_> {
 
     fn put(&mut self, req: &PutRequest) -> Result<PutResponse, ServerError> {
         let rev_now = self.read_rev();
-        let prev = match self.st.index.get(&req.key, rev_now) {
-            Some(state) => Some(self.view().values.get(state.modified)?),
+        // One index search per put: the key's history is looked up once, read, then extended
+        // (created empty unless the put may fail for want of a previous value).
+        let history = if req.ignore_value || req.ignore_lease {
+            self.st.index.key_mut(&req.key)
+        } else {
+            Some(self.st.index.entry(&req.key))
+        };
+        let state = history.as_ref().and_then(|ki| ki.get(rev_now));
+        if (req.ignore_value || req.ignore_lease) && state.is_none() {
+            return Err(EtcdError::KeyNotFound.into());
+        }
+        // The index knows the key's creation and version and the lease table its lease, so the
+        // previous value is read only when someone needs it (etcd reads it for the same cases).
+        let prev = match state {
+            Some(s) if req.prev_kv || req.ignore_value || self.with_prev => {
+                let values = Values {
+                    backend: self.backend,
+                    pending: Some(&*self.pending),
+                };
+                Some(values.get(s.modified)?)
+            }
+            Some(_) => {
+                *self.prev_kv_complete = false;
+                None
+            }
             None => None,
         };
-        if (req.ignore_value || req.ignore_lease) && prev.is_none() {
-            return Err(EtcdError::KeyNotFound.into());
+        let old_lease = match &prev {
+            Some(p) => p.lease,
+            None if state.is_some() => self.leases.lease_of(&req.key),
+            None => 0,
+        };
+        if let (Some(p), Some(s)) = (&prev, state) {
+            debug_assert_eq!(
+                (p.create_revision, p.version),
+                (s.created.main, s.version),
+                "the index agrees with the stored value"
+            );
+            // (A key restored with a lease that no longer exists is attached to none.)
+            debug_assert!(
+                p.lease == self.leases.lease_of(&req.key) || !self.leases.contains(p.lease),
+                "the lease table agrees with the stored value"
+            );
         }
         let value = match (&prev, req.ignore_value) {
             (Some(p), true) => p.value.clone(),
             _ => req.value.clone(),
         };
-        let lease = match (&prev, req.ignore_lease) {
-            (Some(p), true) => p.lease,
-            _ => req.lease,
+        let lease = if req.ignore_lease {
+            old_lease
+        } else {
+            req.lease
         };
         let rev = Revision::new(self.main, self.sub);
         let kv = KeyValue {
             key: req.key.clone(),
-            create_revision: prev.as_ref().map_or(self.main, |p| p.create_revision),
+            create_revision: state.map_or(self.main, |s| s.created.main),
             mod_revision: self.main,
-            version: prev.as_ref().map_or(1, |p| p.version + 1),
+            version: state.map_or(1, |s| s.version + 1),
             value,
             lease,
         };
         self.wb
             .put(Table::Kv, rev.to_key(false), kv.encode_to_vec());
-        self.st.index.put(&req.key, rev);
-        if let Some(old) = prev.as_ref().map(|p| p.lease)
-            && old != 0
-            && old != lease
-        {
-            self.leases.detach(old, &req.key);
+        match history {
+            Some(ki) => {
+                if !ki.put(rev) {
+                    tracing::error!(key = ?req.key, ?rev,
+                        "index: put not newer than the key's last write, ignored");
+                }
+            }
+            None => self.st.index.put(&req.key, rev),
+        }
+        if old_lease != 0 && old_lease != lease {
+            self.leases.detach(old_lease, &req.key);
         }
         if lease != 0 && !self.leases.attach(lease, &req.key) {
             // A new lease was checked before anything was written, and a key's lease outlives

@@ -266,6 +266,7 @@ async fn restore_after_reopen_including_physical_compaction() {
 fn applied_events_match_the_stored_history() {
     let store = KvStore::open(Arc::new(MemoryBackend::new())).unwrap();
     let mut rx = store.subscribe();
+    let _interest = store.prev_kv_interest();
     apply_one(&store, 1, put("a", "1")).unwrap();
     let del = Command::new(Request::DeleteRange(DeleteRangeRequest {
         key: "a".into(),
@@ -312,4 +313,64 @@ fn applied_events_match_the_stored_history() {
         store.events_between(2, 4, 0),
         Err(ServerError::Etcd(EtcdError::Compacted))
     ));
+}
+
+#[test]
+fn puts_read_the_previous_value_only_for_someone_who_wants_it() {
+    let store = KvStore::open(Arc::new(MemoryBackend::new())).unwrap();
+    let mut rx = store.subscribe();
+    apply_one(&store, 1, put("a", "1")).unwrap();
+    // Nobody wants prev_kv: an overwrite's event lacks it and its batch says so ...
+    apply_one(&store, 2, put("a", "2")).unwrap();
+    // ... unless the request asks for it.
+    let mut with_prev = put("a", "3");
+    if let Some(Request::Put(p)) = &mut with_prev.request {
+        p.prev_kv = true;
+    }
+    match apply_one(&store, 3, with_prev).unwrap() {
+        CommandResponse::Put(r) => assert_eq!(r.prev_kv.unwrap().value, b"2"),
+        other => panic!("{other:?}"),
+    }
+    let interest = store.prev_kv_interest();
+    apply_one(&store, 4, put("a", "4")).unwrap();
+    drop(interest);
+    apply_one(&store, 5, put("b", "1")).unwrap();
+    let batches: Vec<(bool, Option<Vec<u8>>)> = (0..5)
+        .map(|_| {
+            let b = rx.try_recv().unwrap();
+            let prev = b.events[0].prev_kv.as_ref().map(|p| p.value.clone());
+            (b.prev_kv_complete, prev)
+        })
+        .collect();
+    assert_eq!(
+        batches,
+        vec![
+            (true, None),
+            (false, None),
+            (true, Some(b"2".to_vec())),
+            (true, Some(b"3".to_vec())),
+            // A new key has no previous value: complete without anyone's interest.
+            (true, None),
+        ]
+    );
+    // Versions and creation come from the index either way; the stored history has every
+    // previous value.
+    let a = get(&store, "a", 0).unwrap();
+    assert_eq!((a.create_revision, a.mod_revision, a.version), (2, 5, 4));
+    let prevs: Vec<Option<Vec<u8>>> = store
+        .events_between(2, 6, 0)
+        .unwrap()
+        .iter()
+        .map(|e| e.prev_kv.as_ref().map(|p| p.value.clone()))
+        .collect();
+    assert_eq!(
+        prevs,
+        vec![
+            None,
+            Some(b"1".to_vec()),
+            Some(b"2".to_vec()),
+            Some(b"3".to_vec()),
+            None
+        ]
+    );
 }

@@ -305,7 +305,10 @@ impl WatchStream {
         } else {
             req.watch_id
         };
-        let watcher = Watcher::new(id, req, range, current);
+        let mut watcher = Watcher::new(id, req, range, current);
+        if req.prev_kv {
+            watcher.prev_interest = Some(self.ctx.store.prev_kv_interest());
+        }
         self.unsynced |= !watcher.synced;
         self.watchers.insert(id, watcher);
         Ok(id)
@@ -349,6 +352,16 @@ impl WatchStream {
     /// A live batch: each synced watcher gets its events, one response per revision.
     fn on_batch(&mut self, batch: &AppliedEvents) {
         self.seen = self.seen.max(batch.revision);
+        if !batch.prev_kv_complete {
+            // Applied before this stream's interest in prev_kv counted: such watchers read the
+            // batch from the store, which has the previous values.
+            for w in self.watchers.values_mut() {
+                if w.synced && w.wants_prev_kv() && w.next_rev <= batch.revision {
+                    w.synced = false;
+                    self.unsynced = true;
+                }
+            }
+        }
         let max_bytes = self.fragment_bytes();
         let mut rest = batch.events.as_slice();
         while let Some(first) = rest.first() {

@@ -127,3 +127,54 @@ async fn compaction_while_behind_cancels_the_watcher() {
     hub.shutdown();
     ctx.node.shutdown();
 }
+
+/// A batch applied before anyone asked for `prev_kv` lacks the previous values; a watcher that
+/// wants them and is live when such a batch arrives reads it from the store instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prev_kv_watcher_reads_a_batch_without_previous_values_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = member(dir.path());
+    let mut batches = ctx.store.subscribe();
+    put(&ctx, "a").await;
+    put(&ctx, "a").await;
+    let first = batches.recv().await.unwrap();
+    let second = batches.recv().await.unwrap();
+    assert!(first.prev_kv_complete, "a new key has no previous value");
+    assert!(!second.prev_kv_complete, "nobody wanted prev_kv");
+    assert!(second.events[0].prev_kv.is_none());
+    // A watcher created (live) just before the second write, as in a race with its apply.
+    let mut stream = super::WatchStream::new(Arc::clone(&ctx));
+    let req = WatchCreateRequest {
+        key: b"a".to_vec(),
+        prev_kv: true,
+        ..Default::default()
+    };
+    let id = stream.create(&req, first.revision).unwrap();
+    stream.on_batch(&first);
+    stream.on_batch(&second);
+    assert!(stream.out.is_empty(), "nothing sent without prev_kv");
+    assert!(stream.has_unsynced());
+    stream.catch_up().await.unwrap();
+    let resp = stream
+        .out
+        .pop_front()
+        .expect("the batch, read from the store");
+    assert_eq!(resp.watch_id, id);
+    let ev = &resp.events[0];
+    assert_eq!(ev.kv.as_ref().unwrap().mod_revision, second.revision);
+    assert_eq!(
+        ev.prev_kv.as_ref().map(|p| p.mod_revision),
+        Some(first.revision)
+    );
+    assert!(stream.out.is_empty());
+    // Live from here, and the store now fills prev_kv for the stream's sake.
+    put(&ctx, "a").await;
+    let third = batches.recv().await.unwrap();
+    assert!(third.prev_kv_complete);
+    stream.on_batch(&third);
+    let ev = &stream.out.pop_front().unwrap().events[0];
+    assert_eq!(
+        ev.prev_kv.as_ref().map(|p| p.mod_revision),
+        Some(second.revision)
+    );
+}

@@ -7,6 +7,7 @@ use xline_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRespons
 use xline_proto::mvccpb::{Event, event};
 
 use super::WatchError;
+use crate::mvcc::store::PrevKvInterest;
 
 /// The keys a watcher covers, normalized as etcd does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +53,7 @@ pub fn event_revision(ev: &Event) -> i64 {
 }
 
 /// A watcher on one stream.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Watcher {
     /// The id the client knows it by.
     pub id: i64,
@@ -73,6 +74,8 @@ pub struct Watcher {
     pub served: i64,
     /// etcd's progress flag: no events were sent since the last progress tick.
     pub idle: bool,
+    /// Held while the watcher wants `prev_kv`, so live batches carry it.
+    pub prev_interest: Option<PrevKvInterest>,
 }
 
 impl Watcher {
@@ -97,7 +100,13 @@ impl Watcher {
             synced: next_rev > current,
             served: current,
             idle: true,
+            prev_interest: None,
         }
+    }
+
+    /// Whether the client asked for `prev_kv`.
+    pub fn wants_prev_kv(&self) -> bool {
+        self.prev_kv
     }
 
     /// Whether this watcher wants `ev` (key in range, not filtered out), ignoring revisions.
