@@ -27,7 +27,8 @@
 #   --total N              ... but at most N per run (default 20000)
 #   --key-size N --val-size N --key-space-size N    (default 8, 256, 100000)
 #   --watchers N --watch-rate N                     (default 1000 watchers, 1000 puts/s)
-#   --servers LIST         xline,etcd (default both; one at a time, never concurrently)
+#   --servers LIST         xline,etcd (default both; one at a time, never concurrently; run 1 of
+#                          each, then run 2 of each, ..., a fresh cluster every time)
 #   --tools LIST           ours,etcd (default both); `native` adds our tool with --native (CURP
 #                          client fast path; xline only; writes only: put, put-hot, txn-put),
 #                          pointed at the members' peer URLs, the client's nearest member first
@@ -195,7 +196,7 @@ for line in sys.stdin:
     w, c, n = line.split()
     c, n = int(c), int(n)
     secs += 1.0 + (n / rate + 3 if w == "watch-latency" else n / min(c / lat, cap))
-secs = secs * runs + servers * 15 + (10 if geometry != "LAN" else 0)
+secs = secs * runs + servers * runs * 15 + (10 if geometry != "LAN" else 0)
 print(int(secs))' "$GEOMETRY" "$RUNS" "${#SERVER_LIST[@]}" "$WATCH_RATE"
 )
 n_runs=$((${#PLAN[@]} * RUNS))
@@ -454,20 +455,24 @@ run_one() { # run_one SERVER TOOL WORKLOAD CLIENTS PLACEMENT-INDEX RUN
 }
 
 log "results: $RESULTS"
-for server in "${SERVER_LIST[@]}"; do
-    log "starting $MEMBERS member(s) of $server"
-    start_cluster "$server"
-    ctl put foo "$(head -c "$VAL_SIZE" /dev/zero | tr '\0' v)" >/dev/null
-    echo "$server start: $(uptime)" >>"$LOAD_LOG"
-    for line in "${PLAN[@]}"; do
-        read -r s tool workload clients p <<<"$line"
-        [[ $s == "$server" ]] || continue
-        for run in $(seq 1 "$RUNS"); do
+# Runs are interleaved: run 1 of every server, then run 2 of every server, ... each on a fresh
+# cluster. The speed of a shared machine drifts by tens of percent within minutes; back-to-back
+# blocks per server turned that drift into the ratio, interleaving spreads it over both.
+for run in $(seq 1 "$RUNS"); do
+    for server in "${SERVER_LIST[@]}"; do
+        log "run $run: starting $MEMBERS member(s) of $server"
+        sync # the previous cluster's writeback should not land on this one's fsyncs
+        start_cluster "$server"
+        ctl put foo "$(head -c "$VAL_SIZE" /dev/zero | tr '\0' v)" >/dev/null
+        echo "$server run $run start: $(uptime)" >>"$LOAD_LOG"
+        for line in "${PLAN[@]}"; do
+            read -r s tool workload clients p <<<"$line"
+            [[ $s == "$server" ]] || continue
             run_one "$server" "$tool" "$workload" "$clients" "$p" "$run"
         done
+        echo "$server run $run end:   $(uptime)" >>"$LOAD_LOG"
+        stop_cluster
     done
-    echo "$server end:   $(uptime)" >>"$LOAD_LOG"
-    stop_cluster
 done
 
 # ---- report ----------------------------------------------------------------------------------------
