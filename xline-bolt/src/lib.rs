@@ -82,14 +82,18 @@ impl Bucket {
 /// One leaf element to be written: flags, key, value.
 type LeafElement<'a> = (u32, &'a [u8], &'a [u8]);
 
-/// The bytes of a page holding leaf elements (the id is filled in when placed).
-fn leaf_page(elements: &[LeafElement<'_>]) -> Vec<u8> {
-    let size = PAGE_HEADER
+/// The size of a page holding `elements` (header, element headers, keys and values).
+fn leaf_page_size(elements: &[LeafElement<'_>]) -> usize {
+    PAGE_HEADER
         + elements
             .iter()
             .map(|(_, k, v)| ELEMENT + k.len() + v.len())
-            .sum::<usize>();
-    let mut page = vec![0u8; size];
+            .sum::<usize>()
+}
+
+/// The bytes of a page holding leaf elements (the id is filled in when placed).
+fn leaf_page(elements: &[LeafElement<'_>]) -> Vec<u8> {
+    let mut page = vec![0u8; leaf_page_size(elements)];
     put_u16(&mut page, 8, LEAF_PAGE);
     put_u16(&mut page, 10, element_count(elements.len()));
     let mut data = PAGE_HEADER + ELEMENT * elements.len();
@@ -224,11 +228,7 @@ pub fn write_db(buckets: &[Bucket], txid: u64) -> Vec<u8> {
             .map(|(k, v)| (0, k.as_slice(), v.as_slice()))
             .collect();
         elements.sort_by(|a, b| a.1.cmp(b.1));
-        let inline_size = PAGE_HEADER
-            + elements
-                .iter()
-                .map(|(_, k, v)| ELEMENT + k.len() + v.len())
-                .sum::<usize>();
+        let inline_size = leaf_page_size(&elements);
         let mut value = vec![0u8; BUCKET_HEADER];
         if inline_size <= MAX_INLINE {
             value.extend_from_slice(&leaf_page(&elements));

@@ -125,16 +125,13 @@ impl Index {
     ///
     /// A `rev` not newer than the key's last write is a caller bug: it is logged and ignored.
     pub fn put(&mut self, key: &[u8], rev: Revision) {
-        let recorded = match self.keys.get_mut(key) {
-            Some(ki) => ki.put(rev),
-            None => {
-                let mut ki = KeyIndex::new();
-                let recorded = ki.put(rev);
-                self.keys.insert(key.to_vec(), ki);
-                recorded
-            }
-        };
-        if !recorded {
+        Self::record_put(self.entry(key), key, rev);
+    }
+
+    /// Records a put of `key` at `rev` in its history (found with [`Index::key_mut`] or
+    /// [`Index::entry`]); a `rev` not newer than the key's last write is logged and ignored.
+    pub fn record_put(history: &mut KeyIndex, key: &[u8], rev: Revision) {
+        if !history.put(rev) {
             tracing::error!(key = ?key, ?rev, "index: put not newer than the key's last write, ignored");
         }
     }

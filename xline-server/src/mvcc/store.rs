@@ -667,15 +667,16 @@ impl Applier<'_> {
         let rev_now = self.read_rev();
         // One index search per put: the key's history is looked up once, read, then extended
         // (created empty unless the put may fail for want of a previous value).
-        let history = if req.ignore_value || req.ignore_lease {
+        let needs_prev = req.ignore_value || req.ignore_lease;
+        let history = if needs_prev {
             self.st.index.key_mut(&req.key)
         } else {
             Some(self.st.index.entry(&req.key))
         };
         let state = history.as_ref().and_then(|ki| ki.get(rev_now));
-        if (req.ignore_value || req.ignore_lease) && state.is_none() {
+        let Some(history) = history.filter(|_| state.is_some() || !needs_prev) else {
             return Err(EtcdError::KeyNotFound.into());
-        }
+        };
         // The index knows the key's creation and version and the lease table its lease, so the
         // previous value is read only when someone needs it (etcd reads it for the same cases).
         let prev = match state {
@@ -729,15 +730,7 @@ impl Applier<'_> {
         };
         self.wb
             .put(Table::Kv, rev.to_key(false), kv.encode_to_vec());
-        match history {
-            Some(ki) => {
-                if !ki.put(rev) {
-                    tracing::error!(key = ?req.key, ?rev,
-                        "index: put not newer than the key's last write, ignored");
-                }
-            }
-            None => self.st.index.put(&req.key, rev),
-        }
+        Index::record_put(history, &req.key, rev);
         if old_lease != 0 && old_lease != lease {
             self.leases.detach(old_lease, &req.key);
         }
